@@ -1,0 +1,376 @@
+//! Cell classification: the model manifest (RON) and the tract-onnx classifier. The model is loaded
+//! once, optimized for a fixed input shape, verified against the SHA-256 in its manifest, and runs
+//! batches of crops. Output is a class code with a calibrated probability, or "review" when the model
+//! is not sure enough.
+
+use image::{imageops, RgbImage};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tract_onnx::prelude::*;
+
+/// Label given to cells whose calibrated probability is below the manifest's abstain threshold.
+pub const REVIEW: &str = "REVIEW";
+
+/// Errors while loading a model or classifying crops.
+#[derive(Debug, Error)]
+pub enum ClassifyError {
+    #[error("{path}: cannot read model manifest: {source}")]
+    ManifestIo {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    ManifestSyntax {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: invalid manifest: {message}")]
+    ManifestInvalid { path: String, message: String },
+    #[error("{path}: cannot read model file: {source}")]
+    ModelIo {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: SHA-256 {actual} does not match the manifest's {expected}; refusing this model"
+    )]
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: tract cannot load the model: {message}")]
+    Load { path: String, message: String },
+    #[error("model output has {got} classes but the manifest lists {expected}")]
+    OutputShape { got: usize, expected: usize },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// What travels with a model file: how to feed it and how to read its output.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    pub name: String,
+    /// Model file, relative to the manifest's folder.
+    pub file: String,
+    pub sha256: String,
+    /// Side of the square model input, pixels.
+    pub input_size: usize,
+    pub mean: (f32, f32, f32),
+    pub std: (f32, f32, f32),
+    /// Physical side of the square field the model input covers, µm.
+    pub crop_um: f32,
+    pub classes: Vec<String>,
+    /// Softmax temperature fitted on validation data.
+    pub temperature: f32,
+    /// Cells whose top probability is below this go to the review bucket.
+    pub abstain_below: f32,
+    pub precision: String,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl ModelManifest {
+    /// Reads and checks a manifest file (not yet the model it names).
+    pub fn load(path: &Path) -> Result<ModelManifest, ClassifyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ClassifyError::ManifestIo {
+            path: shown.clone(),
+            source,
+        })?;
+        let manifest: ModelManifest =
+            ron::from_str(&text).map_err(|e| ClassifyError::ManifestSyntax {
+                path: shown.clone(),
+                line: e.span.start.line,
+                col: e.span.start.col,
+                message: e.code.to_string(),
+            })?;
+        manifest
+            .check()
+            .map_err(|message| ClassifyError::ManifestInvalid {
+                path: shown,
+                message,
+            })?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.classes.is_empty() {
+            return Err("`classes` is empty".into());
+        }
+        if !(16..=1024).contains(&self.input_size) {
+            return Err(format!("`input_size` {} is out of range", self.input_size));
+        }
+        if !(self.crop_um.is_finite() && self.crop_um > 1.0 && self.crop_um < 500.0) {
+            return Err(format!("`crop_um` {} is not plausible", self.crop_um));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err("`temperature` must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.abstain_below) {
+            return Err("`abstain_below` must be in 0..1".into());
+        }
+        let stds = [self.std.0, self.std.1, self.std.2];
+        if stds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err("`std` must be positive".into());
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("`sha256` is not 64 hex digits".into());
+        }
+        Ok(())
+    }
+
+    /// Index of a class code, if the model knows it.
+    pub fn class_index(&self, code: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c == code)
+    }
+}
+
+/// One classified crop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index of the most probable class.
+    pub top: usize,
+    /// Calibrated probability of the top class.
+    pub probability: f32,
+    /// Calibrated probabilities of every class, in manifest order.
+    pub probabilities: Vec<f32>,
+    /// True when the probability is below the abstain threshold (goes to review).
+    pub review: bool,
+}
+
+type Plan = std::sync::Arc<TypedRunnableModel>;
+
+/// A loaded, optimized model ready to classify crops.
+pub struct Classifier {
+    manifest: ModelManifest,
+    /// Runnable plans keyed by batch size, largest first.
+    plans: Vec<(usize, Plan)>,
+    model_path: PathBuf,
+}
+
+/// Hex SHA-256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Classifier {
+    /// Loads the model a manifest names; `batch` is the largest batch run at once.
+    pub fn load(manifest_path: &Path, batch: usize) -> Result<Classifier, ClassifyError> {
+        let manifest = ModelManifest::load(manifest_path)?;
+        let base = manifest_path.parent().unwrap_or(Path::new("."));
+        let model_path = base.join(&manifest.file);
+        let shown = model_path.display().to_string();
+        let bytes = std::fs::read(&model_path).map_err(|source| ClassifyError::ModelIo {
+            path: shown.clone(),
+            source,
+        })?;
+        let actual = sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
+            return Err(ClassifyError::HashMismatch {
+                path: shown,
+                expected: manifest.sha256.clone(),
+                actual,
+            });
+        }
+        let mut sizes = vec![batch.max(1)];
+        if batch > 1 {
+            sizes.push(1);
+        }
+        let mut plans = Vec::new();
+        for b in sizes {
+            let plan =
+                build_plan(&bytes, b, manifest.input_size).map_err(|e| ClassifyError::Load {
+                    path: shown.clone(),
+                    message: format!("{e:#}"),
+                })?;
+            plans.push((b, plan));
+        }
+        let classifier = Classifier {
+            manifest,
+            plans,
+            model_path,
+        };
+        classifier.check_output_width()?;
+        Ok(classifier)
+    }
+
+    fn check_output_width(&self) -> Result<(), ClassifyError> {
+        let s = self.manifest.input_size;
+        let blank = RgbImage::from_pixel(s as u32, s as u32, image::Rgb([200, 200, 200]));
+        let logits = self.run_logits(std::slice::from_ref(&blank))?;
+        let got = logits.first().map(|l| l.len()).unwrap_or(0);
+        if got != self.manifest.classes.len() {
+            return Err(ClassifyError::OutputShape {
+                got,
+                expected: self.manifest.classes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Classifies crops (any size; each is resized to the model input).
+    pub fn classify(&self, crops: &[RgbImage]) -> Result<Vec<Prediction>, ClassifyError> {
+        let logits = self.run_logits(crops)?;
+        Ok(logits.iter().map(|l| self.calibrate(l)).collect())
+    }
+
+    /// Turns raw logits into a calibrated prediction.
+    pub fn calibrate(&self, logits: &[f32]) -> Prediction {
+        let probabilities = softmax(logits, self.manifest.temperature);
+        let (top, probability) =
+            probabilities
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |best, (i, p)| if p > best.1 { (i, p) } else { best },
+                );
+        Prediction {
+            top,
+            probability,
+            review: probability < self.manifest.abstain_below,
+            probabilities,
+        }
+    }
+
+    /// Raw logits per crop, running full batches on the large plan and the rest one by one.
+    pub fn run_logits(&self, crops: &[RgbImage]) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        let mut out = Vec::with_capacity(crops.len());
+        let mut start = 0;
+        while start < crops.len() {
+            let left = crops.len() - start;
+            let (b, plan) = self
+                .plans
+                .iter()
+                .find(|(b, _)| *b <= left)
+                .unwrap_or(self.plans.last().expect("at least one plan"));
+            let chunk = &crops[start..start + (*b).min(left)];
+            out.extend(self.run_chunk(plan, *b, chunk)?);
+            start += chunk.len();
+        }
+        Ok(out)
+    }
+
+    fn run_chunk(
+        &self,
+        plan: &Plan,
+        batch: usize,
+        chunk: &[RgbImage],
+    ) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        let s = self.manifest.input_size;
+        let mut data = vec![0f32; batch * 3 * s * s];
+        for (i, crop) in chunk.iter().enumerate() {
+            let plane = &mut data[i * 3 * s * s..(i + 1) * 3 * s * s];
+            self.fill_input(crop, plane);
+        }
+        let input = Tensor::from_shape(&[batch, 3, s, s], &data)
+            .map_err(|e| ClassifyError::Inference(e.to_string()))?;
+        let result = plan
+            .run(tvec!(input.into()))
+            .map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
+        let view = result[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ClassifyError::Inference(e.to_string()))?;
+        let classes = view.len() / batch;
+        let flat: Vec<f32> = view.iter().copied().collect();
+        Ok(flat
+            .chunks(classes)
+            .take(chunk.len())
+            .map(|c| c.to_vec())
+            .collect())
+    }
+
+    /// Writes one crop, resized and normalized, into a CHW plane.
+    fn fill_input(&self, crop: &RgbImage, plane: &mut [f32]) {
+        let s = self.manifest.input_size;
+        let resized;
+        let img = if crop.width() as usize == s && crop.height() as usize == s {
+            crop
+        } else {
+            resized = imageops::resize(crop, s as u32, s as u32, imageops::FilterType::Triangle);
+            &resized
+        };
+        let m = [
+            self.manifest.mean.0,
+            self.manifest.mean.1,
+            self.manifest.mean.2,
+        ];
+        let d = [
+            self.manifest.std.0,
+            self.manifest.std.1,
+            self.manifest.std.2,
+        ];
+        for (idx, px) in img.pixels().enumerate() {
+            for c in 0..3 {
+                plane[c * s * s + idx] = (px.0[c] as f32 / 255.0 - m[c]) / d[c];
+            }
+        }
+    }
+
+    /// The class code of a prediction, or [`REVIEW`] when it abstains.
+    pub fn label(&self, p: &Prediction) -> &str {
+        if p.review {
+            REVIEW
+        } else {
+            &self.manifest.classes[p.top]
+        }
+    }
+}
+
+fn build_plan(bytes: &[u8], batch: usize, size: usize) -> TractResult<Plan> {
+    let mut reader = std::io::Cursor::new(bytes);
+    tract_onnx::onnx()
+        .model_for_read(&mut reader)?
+        .with_input_fact(0, f32::fact([batch, 3, size, size]).into())?
+        .into_optimized()?
+        .into_runnable()
+}
+
+/// Softmax of logits divided by a temperature.
+pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+    let exps: Vec<f32> = logits
+        .iter()
+        .map(|l| ((l - max) / temperature).exp())
+        .collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_temperature_flattens() {
+        let p1 = softmax(&[2.0, 1.0, 0.0], 1.0);
+        let p2 = softmax(&[2.0, 1.0, 0.0], 2.0);
+        assert!((p1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(p2[0] < p1[0]);
+    }
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Board profiles: what camera, optics, localizer settings, model, display and counting rules a
+//! particular microscope station uses. Profiles are RON files (`board/*.ron`); every error names the
+//! file, the line and column, and the field at fault.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors while reading or validating a board profile.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read board profile: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}:{line}:{col}: invalid `{field}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        col: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// Camera settings (V4L2).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Device node, e.g. `/dev/video0`.
+    pub device: String,
+    pub width: u32,
+    pub height: u32,
+    /// FourCC: `MJPG` or `YUYV`.
+    pub pixel_format: String,
+    pub fps: u32,
+}
+
+/// Optical scale of the camera image at the sample plane.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpticsConfig {
+    /// Micrometres per camera pixel (objective, tube lens, sensor pitch and binning together).
+    pub um_per_px: f32,
+}
+
+/// Settings of the classical white-cell localizer, in physical units.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalizerConfig {
+    /// Smallest white-cell nucleus diameter to accept, µm.
+    pub min_nucleus_um: f32,
+    /// Largest white-cell diameter to accept, µm.
+    pub max_cell_um: f32,
+    /// Nuclear lobes closer than this are merged into one cell, µm.
+    pub merge_um: f32,
+    /// Frames whose focus score (variance of the Laplacian on the stain channel) is below this are skipped.
+    pub min_focus: f32,
+}
+
+impl Default for LocalizerConfig {
+    fn default() -> Self {
+        LocalizerConfig {
+            min_nucleus_um: 3.5,
+            max_cell_um: 30.0,
+            merge_um: 1.6,
+            min_focus: 2.0,
+        }
+    }
+}
+
+/// Which display the live count is drawn on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub enum DisplayConfig {
+    /// No display (headless counting).
+    None,
+    /// Progress lines on the terminal plus a PNG snapshot of the count screen.
+    Png {
+        path: String,
+        width: u32,
+        height: u32,
+    },
+    /// Monochrome SSD1306 OLED on I2C.
+    Ssd1306 { i2c: String, address: u8 },
+    /// ST7789 / ILI9341 colour panel on SPI.
+    Spi {
+        spi: String,
+        controller: String,
+        width: u32,
+        height: u32,
+        dc_chip: String,
+        dc_line: u32,
+        reset_line: Option<u32>,
+    },
+    /// Linux framebuffer device (HDMI / DSI).
+    Framebuffer { device: String },
+}
+
+/// A complete board profile.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BoardProfile {
+    pub name: String,
+    pub camera: CameraConfig,
+    pub optics: OpticsConfig,
+    #[serde(default)]
+    pub localizer: LocalizerConfig,
+    /// Path of the model manifest (RON), relative to the profile file.
+    pub model: String,
+    pub display: DisplayConfig,
+    /// Stop counting at this many classified cells (e.g. 200 or 500).
+    pub count_target: u32,
+    /// Folder for reports and the count journal, relative to the working directory.
+    pub report_dir: String,
+    /// Source used when `run` gets no `--source`.
+    #[serde(default = "default_source")]
+    pub default_source: String,
+    /// Classes that raise an alert whenever one is counted, besides blasts.
+    #[serde(default)]
+    pub alert_classes: Vec<String>,
+    /// Crops classified per tract call.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Folder this profile was read from (set after parsing).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The profile file itself (set after parsing).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_source() -> String {
+    "virtual:1".into()
+}
+
+fn default_batch() -> usize {
+    8
+}
+
+/// The built-in desktop profile, used when `--board` is not given.
+pub const DESKTOP_PROFILE: &str = include_str!("../board/desktop.ron");
+
+impl BoardProfile {
+    /// Reads and validates a profile file.
+    pub fn load(path: &Path) -> Result<BoardProfile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut profile = Self::parse(&text, &path.display().to_string(), base)?;
+        profile.path = path.to_path_buf();
+        Ok(profile)
+    }
+
+    /// The built-in desktop profile; its model path is resolved against `models_dir`.
+    pub fn desktop_default() -> BoardProfile {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("board");
+        Self::parse(DESKTOP_PROFILE, "board/desktop.ron (built in)", base)
+            .expect("the built-in desktop profile is valid (tested)")
+    }
+
+    /// Parses and validates profile text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<BoardProfile, ConfigError> {
+        let mut profile: BoardProfile = ron::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_string(),
+            line: e.span.start.line,
+            col: e.span.start.col,
+            message: e.code.to_string(),
+        })?;
+        profile.base_dir = base_dir;
+        profile.validate(text, origin)?;
+        Ok(profile)
+    }
+
+    /// The model manifest path, resolved against the profile's folder.
+    pub fn model_path(&self) -> PathBuf {
+        let p = Path::new(&self.model);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| {
+            let (line, col) = locate_field(text, field);
+            ConfigError::Invalid {
+                path: origin.to_string(),
+                line,
+                col,
+                field: field.to_string(),
+                message,
+            }
+        };
+        let o = &self.optics;
+        if !(o.um_per_px.is_finite() && o.um_per_px > 0.005 && o.um_per_px < 50.0) {
+            return Err(invalid(
+                "um_per_px",
+                format!(
+                    "{} is not a plausible µm per pixel (0.005..50)",
+                    o.um_per_px
+                ),
+            ));
+        }
+        let c = &self.camera;
+        if c.width < 64 || c.height < 64 || c.width > 8192 || c.height > 8192 {
+            return Err(invalid(
+                "width",
+                format!("{}x{} is not a usable frame size", c.width, c.height),
+            ));
+        }
+        if !matches!(c.pixel_format.as_str(), "MJPG" | "YUYV") {
+            return Err(invalid(
+                "pixel_format",
+                format!(
+                    "{:?} is not supported (use \"MJPG\" or \"YUYV\")",
+                    c.pixel_format
+                ),
+            ));
+        }
+        if c.fps == 0 || c.fps > 240 {
+            return Err(invalid(
+                "fps",
+                format!("{} is not a usable frame rate", c.fps),
+            ));
+        }
+        let l = &self.localizer;
+        if !(l.min_nucleus_um > 0.0 && l.max_cell_um > l.min_nucleus_um) {
+            return Err(invalid(
+                "max_cell_um",
+                "needs 0 < min_nucleus_um < max_cell_um".to_string(),
+            ));
+        }
+        if self.count_target == 0 {
+            return Err(invalid("count_target", "must be at least 1".to_string()));
+        }
+        if self.batch == 0 || self.batch > 256 {
+            return Err(invalid("batch", "must be between 1 and 256".to_string()));
+        }
+        if self.model.trim().is_empty() {
+            return Err(invalid("model", "names no model manifest".to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Line and column (1-based) where `field:` first appears in the text, or (1, 1).
+pub fn locate_field(text: &str, field: &str) -> (usize, usize) {
+    let needle = format!("{field}:");
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(&needle) {
+            let before = line[..col].chars().last();
+            if before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
+                return (i + 1, col + 1);
+            }
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desktop_profile_is_valid() {
+        let p = BoardProfile::desktop_default();
+        assert_eq!(p.name, "desktop");
+        assert!(p.model_path().ends_with("models/marrow-int8.ron"));
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let text = DESKTOP_PROFILE.replacen("fps: 30", "fps: thirty", 1);
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        let msg = err.to_string();
+        let line = text.lines().position(|l| l.contains("thirty")).unwrap() + 1;
+        assert!(msg.starts_with(&format!("x.ron:{line}:")), "{msg}");
+    }
+
+    #[test]
+    fn invalid_value_names_field_and_line() {
+        let text = DESKTOP_PROFILE.replacen("um_per_px: 0.", "um_per_px: -0.", 1);
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        let line = text.lines().position(|l| l.contains("um_per_px")).unwrap() + 1;
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("x.ron:{line}:")), "{msg}");
+        assert!(msg.contains("`um_per_px`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = DESKTOP_PROFILE.replacen("count_target:", "count_targte:", 1);
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        assert!(err.to_string().contains("count_targte"), "{err}");
+    }
+}

@@ -1,0 +1,459 @@
+//! Measuring the pipeline against expert labels: classifier metrics on folders of labelled crops
+//! (accuracy, per-class precision/recall/F1, macro-F1, confusion) and white-cell localization
+//! precision/recall/F1 at IoU >= 0.5 on frames with YOLO or Pascal VOC boxes.
+
+use crate::localize::BoxPx;
+use crate::source::is_image_file;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors while reading evaluation data.
+#[derive(Debug, Error)]
+pub enum EvalError {
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Label {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Class folders under a root: (class code, image files found recursively), sorted by code.
+/// Accepts both `ROOT/CODE/*.jpg` and the published Matek layout `ROOT/CODE/<range>/*.jpg`.
+pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, EvalError> {
+    let err = |message: String| EvalError::Data {
+        path: root.display().to_string(),
+        message,
+    };
+    let entries = std::fs::read_dir(root).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let code = entry.file_name().to_string_lossy().to_string();
+        let mut files = Vec::new();
+        collect_images(&path, &mut files);
+        files.sort();
+        if !files.is_empty() {
+            out.push((code, files));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    if out.is_empty() {
+        return Err(err(
+            "no class folders with images (expected one folder per class code)".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_images(&p, out);
+        } else if is_image_file(&p) {
+            out.push(p);
+        }
+    }
+}
+
+/// Per-class metrics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClassMetrics {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u64,
+}
+
+/// Classification report in the JSON shape of the command-line contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassReport {
+    pub n: u64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub classes: BTreeMap<String, ClassMetrics>,
+    /// confusion[true][predicted] = count; "REVIEW" is a predicted column when the model abstains.
+    pub confusion: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Folders whose class the model does not know (all counted as wrong).
+    pub unknown_classes: Vec<String>,
+    /// Crops sent to review (counted as wrong in accuracy and recall).
+    pub review: u64,
+    /// Files that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+/// Accumulates (truth, prediction) pairs.
+#[derive(Debug, Default)]
+pub struct ConfusionCounter {
+    confusion: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl ConfusionCounter {
+    pub fn add(&mut self, truth: &str, predicted: &str) {
+        *self
+            .confusion
+            .entry(truth.to_string())
+            .or_default()
+            .entry(predicted.to_string())
+            .or_insert(0) += 1;
+    }
+
+    /// Builds the report; `known` are the model's classes.
+    pub fn report(self, known: &[String], unreadable: Vec<String>) -> ClassReport {
+        let truths: Vec<String> = self.confusion.keys().cloned().collect();
+        let n: u64 = self.confusion.values().flat_map(|r| r.values()).sum();
+        let correct: u64 = truths
+            .iter()
+            .map(|t| self.confusion[t].get(t).copied().unwrap_or(0))
+            .sum();
+        let review = self
+            .confusion
+            .values()
+            .map(|r| r.get(crate::classify::REVIEW).copied().unwrap_or(0))
+            .sum();
+        // Per-class metrics over every class that is a truth or a prediction.
+        let mut codes: Vec<String> = truths.clone();
+        for row in self.confusion.values() {
+            for p in row.keys() {
+                if p != crate::classify::REVIEW && !codes.contains(p) {
+                    codes.push(p.clone());
+                }
+            }
+        }
+        codes.sort();
+        let mut classes = BTreeMap::new();
+        for c in &codes {
+            let tp = self
+                .confusion
+                .get(c)
+                .and_then(|r| r.get(c))
+                .copied()
+                .unwrap_or(0);
+            let support: u64 = self.confusion.get(c).map(|r| r.values().sum()).unwrap_or(0);
+            let predicted: u64 = self
+                .confusion
+                .values()
+                .map(|r| r.get(c).copied().unwrap_or(0))
+                .sum();
+            let precision = ratio(tp, predicted);
+            let recall = ratio(tp, support);
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            classes.insert(
+                c.clone(),
+                ClassMetrics {
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                },
+            );
+        }
+        let with_support: Vec<&ClassMetrics> = classes.values().filter(|m| m.support > 0).collect();
+        let macro_f1 =
+            with_support.iter().map(|m| m.f1).sum::<f64>() / with_support.len().max(1) as f64;
+        let unknown_classes = truths
+            .iter()
+            .filter(|t| !known.contains(t))
+            .cloned()
+            .collect();
+        ClassReport {
+            n,
+            accuracy: ratio(correct, n),
+            macro_f1,
+            classes,
+            confusion: self.confusion,
+            unknown_classes,
+            review,
+            unreadable,
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Label file formats for detection evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LabelFormat {
+    Yolo,
+    Voc,
+}
+
+impl LabelFormat {
+    pub fn parse(s: &str) -> Option<LabelFormat> {
+        match s {
+            "yolo" => Some(LabelFormat::Yolo),
+            "voc" => Some(LabelFormat::Voc),
+            _ => None,
+        }
+    }
+}
+
+/// White-cell boxes from a YOLO label file (class 0 = WBC; normalized cx cy w h).
+pub fn read_yolo_wbc(path: &Path, width: u32, height: u32) -> Result<Vec<BoxPx>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut boxes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.is_empty() {
+            continue;
+        }
+        let bad = |message: &str| EvalError::Label {
+            path: path.display().to_string(),
+            line: i + 1,
+            message: message.to_string(),
+        };
+        if fields.len() != 5 {
+            return Err(bad("expected 5 fields: class cx cy w h"));
+        }
+        let v: Result<Vec<f32>, _> = fields.iter().map(|f| f.parse::<f32>()).collect();
+        let v = v.map_err(|_| bad("not a number"))?;
+        if v[0] as i32 != 0 {
+            continue;
+        }
+        let (w, h) = (width as f32, height as f32);
+        boxes.push(BoxPx {
+            x0: (v[1] - v[3] / 2.0) * w,
+            y0: (v[2] - v[4] / 2.0) * h,
+            x1: (v[1] + v[3] / 2.0) * w,
+            y1: (v[2] + v[4] / 2.0) * h,
+        });
+    }
+    Ok(boxes)
+}
+
+/// White-cell boxes from a Pascal VOC annotation (objects named WBC).
+pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut boxes = Vec::new();
+    for object in text.split("<object>").skip(1) {
+        let object = object.split("</object>").next().unwrap_or("");
+        if tag(object, "name").map(str::trim) != Some("WBC") {
+            continue;
+        }
+        let coord = |t: &str| -> Result<f32, EvalError> {
+            tag(object, t)
+                .and_then(|v| v.trim().parse::<f32>().ok())
+                .ok_or_else(|| EvalError::Data {
+                    path: path.display().to_string(),
+                    message: format!("WBC object without a numeric <{t}>"),
+                })
+        };
+        boxes.push(BoxPx {
+            x0: coord("xmin")?,
+            y0: coord("ymin")?,
+            x1: coord("xmax")?,
+            y1: coord("ymax")?,
+        });
+    }
+    Ok(boxes)
+}
+
+fn tag<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&close)? + start;
+    Some(&text[start..end])
+}
+
+/// Detection counts accumulated over frames.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DetectionCounts {
+    pub frames: u64,
+    pub true_positives: u64,
+    pub false_positives: u64,
+    pub false_negatives: u64,
+}
+
+/// Detection report in the JSON shape of the command-line contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionReport {
+    pub frames: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub true_positives: u64,
+    pub false_positives: u64,
+    pub false_negatives: u64,
+    pub skipped_out_of_focus: u64,
+}
+
+impl DetectionCounts {
+    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`.
+    pub fn add_frame(&mut self, predicted: &[BoxPx], truth: &[BoxPx], min_iou: f32) {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (i, p) in predicted.iter().enumerate() {
+            for (j, t) in truth.iter().enumerate() {
+                let iou = p.iou(t);
+                if iou >= min_iou {
+                    pairs.push((iou, i, j));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut used_p = vec![false; predicted.len()];
+        let mut used_t = vec![false; truth.len()];
+        let mut tp = 0;
+        for (_, i, j) in pairs {
+            if !used_p[i] && !used_t[j] {
+                used_p[i] = true;
+                used_t[j] = true;
+                tp += 1;
+            }
+        }
+        self.frames += 1;
+        self.true_positives += tp;
+        self.false_positives += predicted.len() as u64 - tp;
+        self.false_negatives += truth.len() as u64 - tp;
+    }
+
+    pub fn report(&self, skipped_out_of_focus: u64) -> DetectionReport {
+        let precision = ratio(
+            self.true_positives,
+            self.true_positives + self.false_positives,
+        );
+        let recall = ratio(
+            self.true_positives,
+            self.true_positives + self.false_negatives,
+        );
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        DetectionReport {
+            frames: self.frames,
+            precision,
+            recall,
+            f1,
+            true_positives: self.true_positives,
+            false_positives: self.false_positives,
+            false_negatives: self.false_negatives,
+            skipped_out_of_focus,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_from_confusion() {
+        let mut c = ConfusionCounter::default();
+        for _ in 0..8 {
+            c.add("BLA", "BLA");
+        }
+        c.add("BLA", "LYT");
+        c.add("BLA", "REVIEW");
+        for _ in 0..9 {
+            c.add("LYT", "LYT");
+        }
+        c.add("XYZ", "LYT");
+        let r = c.report(&["BLA".into(), "LYT".into()], vec![]);
+        assert_eq!(r.n, 20);
+        assert!((r.accuracy - 17.0 / 20.0).abs() < 1e-9);
+        assert!((r.classes["BLA"].recall - 0.8).abs() < 1e-9);
+        assert!((r.classes["BLA"].precision - 1.0).abs() < 1e-9);
+        assert!((r.classes["LYT"].precision - 9.0 / 11.0).abs() < 1e-9);
+        assert_eq!(r.classes["XYZ"].f1, 0.0);
+        assert_eq!(r.unknown_classes, vec!["XYZ".to_string()]);
+        assert_eq!(r.review, 1);
+    }
+
+    #[test]
+    fn detection_matching_is_one_to_one() {
+        let t = [BoxPx {
+            x0: 0.0,
+            y0: 0.0,
+            x1: 10.0,
+            y1: 10.0,
+        }];
+        let p = [
+            BoxPx {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 10.0,
+                y1: 10.0,
+            },
+            BoxPx {
+                x0: 1.0,
+                y0: 0.0,
+                x1: 11.0,
+                y1: 10.0,
+            },
+        ];
+        let mut d = DetectionCounts::default();
+        d.add_frame(&p, &t, 0.5);
+        let r = d.report(0);
+        assert_eq!(
+            (r.true_positives, r.false_positives, r.false_negatives),
+            (1, 1, 0)
+        );
+        assert!((r.precision - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn voc_and_yolo_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let voc = dir.path().join("a.xml");
+        std::fs::write(
+            &voc,
+            "<annotation><object><name>RBC</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>\
+             <object><name>WBC</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>",
+        )
+        .unwrap();
+        let b = read_voc_wbc(&voc).unwrap();
+        assert_eq!(
+            b,
+            vec![BoxPx {
+                x0: 10.0,
+                y0: 20.0,
+                x1: 30.0,
+                y1: 40.0
+            }]
+        );
+        let yolo = dir.path().join("a.txt");
+        std::fs::write(&yolo, "0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.1 0.1\n").unwrap();
+        let b = read_yolo_wbc(&yolo, 100, 200).unwrap();
+        assert_eq!(
+            b,
+            vec![BoxPx {
+                x0: 25.0,
+                y0: 50.0,
+                x1: 75.0,
+                y1: 150.0
+            }]
+        );
+        std::fs::write(&yolo, "0 0.5 oops 0.5 0.5\n").unwrap();
+        let e = read_yolo_wbc(&yolo, 100, 200).unwrap_err().to_string();
+        assert!(e.ends_with("a.txt:1: not a number"), "{e}");
+    }
+}

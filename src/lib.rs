@@ -1,0 +1,21 @@
+//! marrowscope: live bone-marrow differential counting at the microscope.
+//!
+//! The data path, one module per stage (hardware behind traits so every stage runs in tests):
+//! `source` (camera, replay, virtual slide) → `localize` (white cells and their crops) →
+//! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
+//! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
+//! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop.
+
+pub mod bench;
+pub mod classify;
+pub mod config;
+pub mod display;
+pub mod eval;
+pub mod localize;
+pub mod pipeline;
+pub mod report;
+pub mod scale;
+pub mod slide;
+pub mod source;
+pub mod tally;
+pub mod track;

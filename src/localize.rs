@@ -1,0 +1,580 @@
+//! White-cell localization in whole frames, classical and fast: a nuclear-stain channel (Giemsa
+//! nuclei are dark violet: blue stays while red and green are absorbed), a per-frame threshold
+//! (Otsu, floored above the frame's own background), lobes merged into cells, size filters in
+//! micrometres, and a square crop of fixed physical size around each cell. Also the focus measure
+//! used to skip blurred frames.
+
+use crate::config::LocalizerConfig;
+use image::{imageops, GrayImage, RgbImage};
+
+/// An axis-aligned box in frame pixels (x0, y0 inclusive; x1, y1 exclusive).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxPx {
+    pub x0: f32,
+    pub y0: f32,
+    pub x1: f32,
+    pub y1: f32,
+}
+
+impl BoxPx {
+    pub fn width(&self) -> f32 {
+        self.x1 - self.x0
+    }
+    pub fn height(&self) -> f32 {
+        self.y1 - self.y0
+    }
+    pub fn area(&self) -> f32 {
+        self.width().max(0.0) * self.height().max(0.0)
+    }
+    pub fn centre(&self) -> (f32, f32) {
+        ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
+    }
+    /// Intersection over union with another box.
+    pub fn iou(&self, other: &BoxPx) -> f32 {
+        let ix = (self.x1.min(other.x1) - self.x0.max(other.x0)).max(0.0);
+        let iy = (self.y1.min(other.y1) - self.y0.max(other.y0)).max(0.0);
+        let inter = ix * iy;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+}
+
+/// One white cell found in a frame.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Box around the whole cell (nucleus plus estimated cytoplasm), frame pixels.
+    pub bbox: BoxPx,
+    /// Nucleus centre, frame pixels.
+    pub centre: (f32, f32),
+    /// Nuclear mask over `bbox`, at the localizer's working scale (`mask_scale` frame pixels per mask pixel).
+    pub mask: GrayImage,
+    pub mask_scale: u32,
+    /// Nuclear area, µm².
+    pub nucleus_area_um2: f32,
+    /// False when the cell is cut by the frame edge: it is not classified until fully in view.
+    pub complete: bool,
+    /// Square crop of the configured physical size around the centre (only for complete cells).
+    pub crop: Option<RgbImage>,
+}
+
+/// Result of localizing one frame.
+#[derive(Debug, Clone)]
+pub struct Localization {
+    pub cells: Vec<Cell>,
+    /// Focus score of the frame (variance of the Laplacian on the stain channel).
+    pub focus: f32,
+    /// True when the frame was judged out of focus and not searched.
+    pub out_of_focus: bool,
+}
+
+/// The classical localizer.
+#[derive(Debug, Clone)]
+pub struct Localizer {
+    cfg: LocalizerConfig,
+    /// Side of the crop handed to the classifier, µm.
+    crop_um: f32,
+}
+
+/// Working resolution the search runs at, µm per pixel (frames finer than this are binned).
+const WORK_UM_PER_PX: f32 = 0.35;
+
+impl Localizer {
+    pub fn new(cfg: LocalizerConfig, crop_um: f32) -> Localizer {
+        Localizer { cfg, crop_um }
+    }
+
+    pub fn config(&self) -> &LocalizerConfig {
+        &self.cfg
+    }
+
+    /// Finds the white cells in a frame of the given scale and cuts their crops.
+    pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
+        let bin = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, 16);
+        let stain = stain_channel(frame, bin);
+        let focus = focus_score(&stain);
+        if focus < self.cfg.min_focus {
+            return Localization {
+                cells: Vec::new(),
+                focus,
+                out_of_focus: true,
+            };
+        }
+        let work_um = um_per_px * bin as f32;
+        let mask = nucleus_mask(&stain);
+        let merge_radius = ((self.cfg.merge_um / work_um).round() as u32).max(1);
+        let grouped = dilate(&mask, merge_radius);
+        let components = label_components(&grouped);
+        let split_above = SPLIT_ABOVE_FRACTION * self.cfg.max_cell_um / work_um;
+        let mut cells = Vec::new();
+        for group in components {
+            let Some(blob) = Blob::inside(&group, &mask) else {
+                continue;
+            };
+            if (blob.x1 - blob.x0).max(blob.y1 - blob.y0) as f32 <= split_above {
+                cells.extend(self.to_cell(&blob, &mask, frame, bin, um_per_px));
+                continue;
+            }
+            // Too large for one nucleus: nuclei of neighbouring cells were merged. Take the
+            // nuclear pieces one by one instead.
+            for piece in split_group(&group, &mask) {
+                cells.extend(self.to_cell(&piece, &mask, frame, bin, um_per_px));
+            }
+        }
+        Localization {
+            cells,
+            focus,
+            out_of_focus: false,
+        }
+    }
+
+    fn to_cell(
+        &self,
+        blob: &Blob,
+        mask: &GrayImage,
+        frame: &RgbImage,
+        bin: u32,
+        um_per_px: f32,
+    ) -> Option<Cell> {
+        let work_um = um_per_px * bin as f32;
+        let nucleus_area_um2 = blob.area as f32 * work_um * work_um;
+        let min_area = std::f32::consts::PI * (self.cfg.min_nucleus_um / 2.0).powi(2);
+        if nucleus_area_um2 < min_area {
+            return None;
+        }
+        let nucleus_w = (blob.x1 - blob.x0) as f32 * work_um;
+        let nucleus_h = (blob.y1 - blob.y0) as f32 * work_um;
+        if nucleus_w.max(nucleus_h) > self.cfg.max_cell_um {
+            return None;
+        }
+        let b = bin as f32;
+        // The cytoplasm rim is not stained like the nucleus: widen the nuclear box by a margin that
+        // scales with nuclear size (about 1.2 µm plus 12 % of the nuclear side).
+        let margin = |side_px: f32| (1.2 / um_per_px) + 0.12 * side_px;
+        let (fx0, fy0) = (blob.x0 as f32 * b, blob.y0 as f32 * b);
+        let (fx1, fy1) = (blob.x1 as f32 * b, blob.y1 as f32 * b);
+        let (mx, my) = (margin(fx1 - fx0), margin(fy1 - fy0));
+        let (w, h) = (frame.width() as f32, frame.height() as f32);
+        let raw = BoxPx {
+            x0: fx0 - mx,
+            y0: fy0 - my,
+            x1: fx1 + mx,
+            y1: fy1 + my,
+        };
+        let complete = raw.x0 >= 0.0 && raw.y0 >= 0.0 && raw.x1 <= w && raw.y1 <= h;
+        let bbox = BoxPx {
+            x0: raw.x0.max(0.0),
+            y0: raw.y0.max(0.0),
+            x1: raw.x1.min(w),
+            y1: raw.y1.min(h),
+        };
+        let centre = (blob.cx * b + b / 2.0, blob.cy * b + b / 2.0);
+        let crop = complete.then(|| square_crop(frame, centre, self.crop_um / um_per_px));
+        let cell_mask =
+            imageops::crop_imm(mask, blob.x0, blob.y0, blob.x1 - blob.x0, blob.y1 - blob.y0)
+                .to_image();
+        Some(Cell {
+            bbox,
+            centre,
+            mask: cell_mask,
+            mask_scale: bin,
+            nucleus_area_um2,
+            complete,
+            crop,
+        })
+    }
+}
+
+/// Groups whose nuclear extent is above this fraction of `max_cell_um` are split into pieces.
+const SPLIT_ABOVE_FRACTION: f32 = 0.6;
+
+/// Nuclear pixels of one cell candidate, in working-scale pixels.
+#[derive(Debug, Clone)]
+struct Blob {
+    x0: u32,
+    y0: u32,
+    x1: u32,
+    y1: u32,
+    area: u32,
+    cx: f32,
+    cy: f32,
+}
+
+impl Blob {
+    /// The nuclear (undilated) pixels inside a grouped component.
+    fn inside(group: &Component, mask: &GrayImage) -> Option<Blob> {
+        let mut blob = Blob {
+            x0: u32::MAX,
+            y0: u32::MAX,
+            x1: 0,
+            y1: 0,
+            area: 0,
+            cx: 0.0,
+            cy: 0.0,
+        };
+        for y in group.y0..group.y1 {
+            for x in group.x0..group.x1 {
+                if mask.get_pixel(x, y).0[0] > 0 {
+                    blob.x0 = blob.x0.min(x);
+                    blob.y0 = blob.y0.min(y);
+                    blob.x1 = blob.x1.max(x + 1);
+                    blob.y1 = blob.y1.max(y + 1);
+                    blob.area += 1;
+                    blob.cx += x as f32;
+                    blob.cy += y as f32;
+                }
+            }
+        }
+        (blob.area > 0).then(|| {
+            blob.cx /= blob.area as f32;
+            blob.cy /= blob.area as f32;
+            blob
+        })
+    }
+
+    fn from_component(c: &Component, dx: u32, dy: u32) -> Blob {
+        Blob {
+            x0: c.x0 + dx,
+            y0: c.y0 + dy,
+            x1: c.x1 + dx,
+            y1: c.y1 + dy,
+            area: c.area,
+            cx: c.sum_x / c.area as f32 + dx as f32,
+            cy: c.sum_y / c.area as f32 + dy as f32,
+        }
+    }
+}
+
+/// The separate nuclear pieces of an oversized group.
+fn split_group(group: &Component, mask: &GrayImage) -> Vec<Blob> {
+    let sub = imageops::crop_imm(
+        mask,
+        group.x0,
+        group.y0,
+        group.x1 - group.x0,
+        group.y1 - group.y0,
+    )
+    .to_image();
+    label_components(&sub)
+        .iter()
+        .map(|c| Blob::from_component(c, group.x0, group.y0))
+        .collect()
+}
+
+/// Nuclear stain channel at 1/bin resolution: high where blue stays and red and green are absorbed.
+pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
+    let (w, h) = (frame.width() / bin, frame.height() / bin);
+    let mut out = GrayImage::new(w.max(1), h.max(1));
+    let n = (bin * bin) as i32;
+    for y in 0..h {
+        for x in 0..w {
+            let (mut r, mut g, mut b) = (0i32, 0i32, 0i32);
+            for dy in 0..bin {
+                for dx in 0..bin {
+                    let p = frame.get_pixel(x * bin + dx, y * bin + dy).0;
+                    r += p[0] as i32;
+                    g += p[1] as i32;
+                    b += p[2] as i32;
+                }
+            }
+            let s = (510 + (b - r - g) / n) / 3;
+            out.put_pixel(x, y, image::Luma([s.clamp(0, 255) as u8]));
+        }
+    }
+    out
+}
+
+/// Variance of the 4-neighbour Laplacian: low for blurred frames.
+pub fn focus_score(img: &GrayImage) -> f32 {
+    let (w, h) = img.dimensions();
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    let (mut sum, mut sum2, mut n) = (0f64, 0f64, 0f64);
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let c = img.get_pixel(x, y).0[0] as f64;
+            let l = img.get_pixel(x - 1, y).0[0] as f64
+                + img.get_pixel(x + 1, y).0[0] as f64
+                + img.get_pixel(x, y - 1).0[0] as f64
+                + img.get_pixel(x, y + 1).0[0] as f64
+                - 4.0 * c;
+            sum += l;
+            sum2 += l * l;
+            n += 1.0;
+        }
+    }
+    let mean = sum / n;
+    (sum2 / n - mean * mean) as f32
+}
+
+/// Otsu's threshold of a histogram.
+pub fn otsu(hist: &[u64; 256]) -> u8 {
+    let total: u64 = hist.iter().sum();
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
+    let (mut w0, mut sum0, mut best, mut best_t) = (0u64, 0f64, -1f64, 0u8);
+    for (t, &c) in hist.iter().enumerate() {
+        w0 += c;
+        sum0 += t as f64 * c as f64;
+        let w1 = total - w0;
+        if w0 == 0 || w1 == 0 {
+            continue;
+        }
+        let m0 = sum0 / w0 as f64;
+        let m1 = (sum_all - sum0) / w1 as f64;
+        let between = w0 as f64 * w1 as f64 * (m0 - m1).powi(2);
+        if between > best {
+            best = between;
+            best_t = t as u8;
+        }
+    }
+    best_t
+}
+
+/// Minimum contrast of a nucleus over the frame's median stain value.
+const MIN_NUCLEUS_CONTRAST: u8 = 38;
+
+/// Binary nucleus mask (255 = nucleus) of a stain channel.
+pub fn nucleus_mask(stain: &GrayImage) -> GrayImage {
+    let mut hist = [0u64; 256];
+    for p in stain.pixels() {
+        hist[p.0[0] as usize] += 1;
+    }
+    let median = percentile(&hist, 0.5);
+    let floor = median.saturating_add(MIN_NUCLEUS_CONTRAST);
+    let threshold = otsu(&hist).max(floor);
+    let mut mask = GrayImage::new(stain.width(), stain.height());
+    for (m, s) in mask.pixels_mut().zip(stain.pixels()) {
+        m.0[0] = if s.0[0] > threshold { 255 } else { 0 };
+    }
+    mask
+}
+
+fn percentile(hist: &[u64; 256], q: f64) -> u8 {
+    let total: u64 = hist.iter().sum();
+    let target = (total as f64 * q) as u64;
+    let mut acc = 0;
+    for (i, &c) in hist.iter().enumerate() {
+        acc += c;
+        if acc > target {
+            return i as u8;
+        }
+    }
+    255
+}
+
+/// Square dilation by `r` pixels (separable running maximum).
+pub fn dilate(mask: &GrayImage, r: u32) -> GrayImage {
+    let (w, h) = mask.dimensions();
+    let mut horiz = GrayImage::new(w, h);
+    for y in 0..h {
+        let row: Vec<bool> = (0..w).map(|x| mask.get_pixel(x, y).0[0] > 0).collect();
+        let spread = spread_1d(&row, r as usize);
+        for (x, on) in spread.into_iter().enumerate() {
+            if on {
+                horiz.put_pixel(x as u32, y, image::Luma([255]));
+            }
+        }
+    }
+    let mut out = GrayImage::new(w, h);
+    for x in 0..w {
+        let col: Vec<bool> = (0..h).map(|y| horiz.get_pixel(x, y).0[0] > 0).collect();
+        let spread = spread_1d(&col, r as usize);
+        for (y, on) in spread.into_iter().enumerate() {
+            if on {
+                out.put_pixel(x, y as u32, image::Luma([255]));
+            }
+        }
+    }
+    out
+}
+
+/// Marks every position within `r` of a set position.
+fn spread_1d(line: &[bool], r: usize) -> Vec<bool> {
+    let n = line.len();
+    let mut out = vec![false; n];
+    let mut last_on: Option<usize> = None;
+    for i in 0..n {
+        if line[i] {
+            last_on = Some(i);
+        }
+        if last_on.is_some_and(|j| i - j <= r) {
+            out[i] = true;
+        }
+    }
+    let mut next_on: Option<usize> = None;
+    for i in (0..n).rev() {
+        if line[i] {
+            next_on = Some(i);
+        }
+        if next_on.is_some_and(|j| j - i <= r) {
+            out[i] = true;
+        }
+    }
+    out
+}
+
+/// One 8-connected component of a binary mask.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+    pub area: u32,
+    pub sum_x: f32,
+    pub sum_y: f32,
+}
+
+/// 8-connected components of the set pixels of a mask.
+pub fn label_components(mask: &GrayImage) -> Vec<Component> {
+    let (w, h) = mask.dimensions();
+    let mut seen = vec![false; (w * h) as usize];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..(w * h) {
+        if seen[start as usize] || mask.as_raw()[start as usize] == 0 {
+            continue;
+        }
+        seen[start as usize] = true;
+        stack.push(start);
+        let mut c = Component {
+            x0: u32::MAX,
+            y0: u32::MAX,
+            x1: 0,
+            y1: 0,
+            area: 0,
+            sum_x: 0.0,
+            sum_y: 0.0,
+        };
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            c.x0 = c.x0.min(x);
+            c.y0 = c.y0.min(y);
+            c.x1 = c.x1.max(x + 1);
+            c.y1 = c.y1.max(y + 1);
+            c.area += 1;
+            c.sum_x += x as f32;
+            c.sum_y += y as f32;
+            for dy in -1i32..=1 {
+                for dx in -1i32..=1 {
+                    let (nx, ny) = (x as i32 + dx, y as i32 + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i32 || ny >= h as i32 {
+                        continue;
+                    }
+                    let j = (ny as u32 * w + nx as u32) as usize;
+                    if !seen[j] && mask.as_raw()[j] > 0 {
+                        seen[j] = true;
+                        stack.push(j as u32);
+                    }
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A square crop of `side` pixels centred on `centre`; parts outside the frame are filled with the
+/// frame's border colour.
+pub fn square_crop(frame: &RgbImage, centre: (f32, f32), side: f32) -> RgbImage {
+    let side = side.round().max(2.0) as u32;
+    let x0 = (centre.0 - side as f32 / 2.0).round() as i64;
+    let y0 = (centre.1 - side as f32 / 2.0).round() as i64;
+    let (w, h) = (frame.width() as i64, frame.height() as i64);
+    if x0 >= 0 && y0 >= 0 && x0 + side as i64 <= w && y0 + side as i64 <= h {
+        return imageops::crop_imm(frame, x0 as u32, y0 as u32, side, side).to_image();
+    }
+    let mut out = RgbImage::from_pixel(side, side, *frame.get_pixel(0, 0));
+    for y in 0..side as i64 {
+        for x in 0..side as i64 {
+            let (sx, sy) = ((x0 + x).clamp(0, w - 1), (y0 + y).clamp(0, h - 1));
+            out.put_pixel(x as u32, y as u32, *frame.get_pixel(sx as u32, sy as u32));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn synthetic_frame() -> RgbImage {
+        // Pale background, one pink red cell, one violet nucleus with a paler cytoplasm ring.
+        let mut img = RgbImage::from_pixel(200, 160, Rgb([228, 222, 214]));
+        for y in 0..160 {
+            for x in 0..200 {
+                let d_rbc = ((x as f32 - 40.0).powi(2) + (y as f32 - 40.0).powi(2)).sqrt();
+                let d_wbc = ((x as f32 - 120.0).powi(2) + (y as f32 - 90.0).powi(2)).sqrt();
+                if d_rbc < 18.0 {
+                    img.put_pixel(x, y, Rgb([210, 140, 160]));
+                }
+                if d_wbc < 30.0 {
+                    img.put_pixel(x, y, Rgb([200, 180, 210]));
+                }
+                if d_wbc < 20.0 && (x + y) % 7 != 0 {
+                    img.put_pixel(x, y, Rgb([95, 60, 160]));
+                }
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn finds_the_nucleus_and_not_the_red_cell() {
+        let frame = synthetic_frame();
+        let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
+        assert_eq!(
+            loc.cells.len(),
+            1,
+            "{:?}",
+            loc.cells.iter().map(|c| c.bbox).collect::<Vec<_>>()
+        );
+        let c = &loc.cells[0];
+        assert!((c.centre.0 - 120.0).abs() < 3.0 && (c.centre.1 - 90.0).abs() < 3.0);
+        assert!(c.complete);
+        let crop = c.crop.as_ref().unwrap();
+        assert_eq!(crop.width(), 48);
+    }
+
+    #[test]
+    fn cell_cut_by_the_edge_is_not_complete() {
+        let frame = imageops::crop_imm(&synthetic_frame(), 100, 0, 100, 160).to_image();
+        let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
+        assert_eq!(loc.cells.len(), 1);
+        assert!(!loc.cells[0].complete);
+        assert!(loc.cells[0].crop.is_none());
+    }
+
+    #[test]
+    fn blurred_flat_frame_is_out_of_focus() {
+        let frame = RgbImage::from_pixel(100, 100, Rgb([220, 220, 220]));
+        let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
+        assert!(loc.out_of_focus);
+    }
+
+    #[test]
+    fn iou_of_boxes() {
+        let a = BoxPx {
+            x0: 0.0,
+            y0: 0.0,
+            x1: 10.0,
+            y1: 10.0,
+        };
+        let b = BoxPx {
+            x0: 5.0,
+            y0: 0.0,
+            x1: 15.0,
+            y1: 10.0,
+        };
+        assert!((a.iou(&b) - 1.0 / 3.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,553 @@
+//! The `marrowscope` command line: the live loop (`run`, the default demo), `classify`, `eval`,
+//! `detect-eval`, `bench` and `check`. Errors end here as one human line and a non-zero exit.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use marrowscope::classify::{Classifier, ModelManifest};
+use marrowscope::config::BoardProfile;
+use marrowscope::display::open_display;
+use marrowscope::eval::{self, ConfusionCounter, DetectionCounts, LabelFormat};
+use marrowscope::localize::Localizer;
+use marrowscope::pipeline::{self, RunOptions};
+use marrowscope::scale::{self, ScaleChoice};
+use marrowscope::slide::{SlideOptions, VirtualSlideSource};
+use marrowscope::source::{read_rgb, FrameSource, ReplaySource, SourceSpec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "marrowscope",
+    version,
+    about = "Live bone-marrow differential counting at the microscope"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The live loop: source -> localize -> classify -> count -> display (default: demo on the virtual slide).
+    Run {
+        /// Board profile (RON); default: the built-in desktop profile.
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED.
+        #[arg(long)]
+        source: Option<String>,
+        /// Stop after N frames.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Report and journal folder (default: the profile's report_dir).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write every frame with its cell boxes drawn into this folder.
+        #[arg(long)]
+        annotate: Option<PathBuf>,
+        /// Replay pace for dir:/file: sources, frames per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        fps: f32,
+        /// Model manifest (RON), overriding the profile's.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Classify single-cell crops: one line (or JSON object with --json) per image.
+    Classify {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Scale of the crops: `auto` (measured from red cells; crops without enough red cells are
+        /// taken to cover the model's field) or µm per pixel.
+        #[arg(long, default_value = "auto")]
+        um_per_px: ScaleChoice,
+    },
+    /// Classifier metrics on a folder with one sub-folder of crops per class code.
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Scale of the crops: `auto` (measured from red cells across the set) or µm per pixel.
+        #[arg(long, default_value = "auto")]
+        um_per_px: ScaleChoice,
+    },
+    /// White-cell localization precision/recall/F1 at IoU >= 0.5 on labelled frames.
+    DetectEval {
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        labels: PathBuf,
+        /// yolo or voc.
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        json: bool,
+        /// Micrometres per pixel of the frames (default: the profile's).
+        #[arg(long)]
+        um_per_px: Option<f32>,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// Write the frames with found boxes drawn into this folder.
+        #[arg(long)]
+        annotate: Option<PathBuf>,
+    },
+    /// Timings of each stage.
+    Bench {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// Virtual frames for the end-to-end figure.
+        #[arg(long, default_value_t = 200)]
+        frames: u64,
+    },
+    /// Parse and validate a board profile and the model it names.
+    Check {
+        #[arg(long)]
+        board: PathBuf,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        let message = format!("{e:#}").replace('\n', " ");
+        eprintln!("marrowscope: error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => run_cmd(None, None, None, None, None, 0.0, None),
+        Some(Command::Run {
+            board,
+            source,
+            frames,
+            report,
+            annotate,
+            fps,
+            model,
+        }) => run_cmd(board, source, frames, report, annotate, fps, model),
+        Some(Command::Classify {
+            images,
+            json,
+            board,
+            model,
+            um_per_px,
+        }) => classify_cmd(&images, json, board, model, um_per_px),
+        Some(Command::Eval {
+            data,
+            json,
+            board,
+            model,
+            um_per_px,
+        }) => eval_cmd(&data, json, board, model, um_per_px),
+        Some(Command::DetectEval {
+            images,
+            labels,
+            format,
+            json,
+            um_per_px,
+            board,
+            annotate,
+        }) => detect_eval_cmd(&images, &labels, &format, json, um_per_px, board, annotate),
+        Some(Command::Bench {
+            json,
+            board,
+            frames,
+        }) => bench_cmd(json, board, frames),
+        Some(Command::Check { board }) => check_cmd(&board),
+    }
+}
+
+fn load_profile(board: Option<PathBuf>) -> Result<BoardProfile> {
+    match board {
+        Some(path) => Ok(BoardProfile::load(&path)?),
+        None => Ok(BoardProfile::desktop_default()),
+    }
+}
+
+fn manifest_path(profile: &BoardProfile, model: Option<PathBuf>) -> PathBuf {
+    model.unwrap_or_else(|| profile.model_path())
+}
+
+/// Cells per class on the virtual slide.
+type TruthCounts = BTreeMap<String, u32>;
+
+/// Opens a source; for the virtual slide also returns its truth counts.
+fn open_source(
+    spec: &str,
+    profile: &BoardProfile,
+    fps: f32,
+) -> Result<(Box<dyn FrameSource>, Option<TruthCounts>)> {
+    Ok(match SourceSpec::parse(spec)? {
+        SourceSpec::Virtual(seed) => {
+            let slide = VirtualSlideSource::new(SlideOptions::new(seed))?;
+            let truth = slide.slide().truth_counts();
+            (Box::new(slide), Some(truth))
+        }
+        SourceSpec::Dir(p) => (Box::new(ReplaySource::dir(&p)?.with_fps(fps)), None),
+        SourceSpec::File(p) => (Box::new(ReplaySource::file(&p)?.with_fps(fps)), None),
+        SourceSpec::V4l(p) => (open_camera(&p, profile)?, None),
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_camera(path: &Path, profile: &BoardProfile) -> Result<Box<dyn FrameSource>> {
+    Ok(Box::new(marrowscope::source::V4lCamera::open(
+        path,
+        &profile.camera,
+    )?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_camera(path: &Path, _profile: &BoardProfile) -> Result<Box<dyn FrameSource>> {
+    bail!("{}: V4L2 cameras need Linux", path.display())
+}
+
+fn run_cmd(
+    board: Option<PathBuf>,
+    source: Option<String>,
+    frames: Option<u64>,
+    report: Option<PathBuf>,
+    annotate: Option<PathBuf>,
+    fps: f32,
+    model: Option<PathBuf>,
+) -> Result<()> {
+    let profile = load_profile(board)?;
+    let spec = source.unwrap_or_else(|| profile.default_source.clone());
+    let (mut src, truth) = open_source(&spec, &profile, fps)?;
+    let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
+    let mut display = open_display(&profile.display)?;
+    log::info!("source: {}", src.describe());
+    log::info!(
+        "model: {} ({})",
+        classifier.manifest().name,
+        classifier.model_path().display()
+    );
+    let opts = RunOptions {
+        max_frames: frames,
+        report_dir: report.unwrap_or_else(|| PathBuf::from(&profile.report_dir)),
+        annotate,
+        progress: true,
+    };
+    let summary = pipeline::run(&profile, src.as_mut(), &classifier, display.as_mut(), &opts)?;
+    print_differential(&summary, &opts.report_dir);
+    if let Some(truth) = truth {
+        let total: u32 = truth.values().sum();
+        let listed: Vec<String> = truth.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!("Virtual slide truth: {total} cells ({})", listed.join(", "));
+    }
+    Ok(())
+}
+
+fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
+    let t = &s.tally;
+    println!(
+        "Differential count: {} cells ({} classified, {} for review), {} frames in {:.1} s, {} skipped",
+        t.total(),
+        t.classified(),
+        t.review(),
+        s.frames,
+        s.seconds,
+        s.skipped_out_of_focus + s.corrupt_frames
+    );
+    if s.resumed > 0 {
+        println!(
+            "  ({} cells resumed from the journal, {} counted now)",
+            s.resumed, s.counted_now
+        );
+    }
+    let mut counts: Vec<_> = t.counts().into_iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    for (class, n) in counts {
+        let pct = if class == marrowscope::classify::REVIEW {
+            String::new()
+        } else {
+            format!("{:5.1} %", t.percent(&class))
+        };
+        println!("  {class:<7}{n:>5}  {pct}");
+    }
+    let (blast, ci) = t.blast_percent();
+    match ci {
+        Some(i) => println!(
+            "  blasts {blast:.1} % (95% CI {:.1}-{:.1} %)",
+            i.low, i.high
+        ),
+        None => println!("  blasts: no classified cells"),
+    }
+    match t.me_ratio() {
+        Some(r) => println!("  M:E ratio {r:.2}"),
+        None => println!("  M:E ratio n/a (no erythroid precursors counted)"),
+    }
+    for a in &s.alerts {
+        println!("  {a}");
+    }
+    println!("Report: {}", report_dir.display());
+}
+
+/// Minimum number of measured red cells before a scale estimate is trusted.
+const MIN_RED_CELLS: usize = 20;
+
+/// The scale of a set of crops: fixed, or measured from their red cells (None: crops are taken
+/// to cover the model's field already).
+fn crop_scale(choice: ScaleChoice, sample: &[image::RgbImage]) -> Option<f32> {
+    match choice {
+        ScaleChoice::Fixed(v) => Some(v),
+        ScaleChoice::Auto => {
+            let est = scale::estimate_um_per_px(sample, MIN_RED_CELLS);
+            match est {
+                Some(um) => log::info!("crop scale measured from red cells: {um:.3} µm/px"),
+                None => log::info!(
+                    "too few red cells to measure scale: crops taken to cover the model's field"
+                ),
+            }
+            est
+        }
+    }
+}
+
+fn fit(crop: image::RgbImage, um_per_px: Option<f32>, classifier: &Classifier) -> image::RgbImage {
+    match um_per_px {
+        Some(um) => scale::fit_to_field(&crop, um, classifier.manifest().crop_um),
+        None => crop,
+    }
+}
+
+fn classify_cmd(
+    images: &[PathBuf],
+    json: bool,
+    board: Option<PathBuf>,
+    model: Option<PathBuf>,
+    um_per_px: ScaleChoice,
+) -> Result<()> {
+    let profile = load_profile(board)?;
+    let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
+    let mut failures = Vec::new();
+    let mut crops = Vec::new();
+    for path in images {
+        match read_rgb(path) {
+            Ok(c) => crops.push((path, c)),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let sample: Vec<image::RgbImage> = crops.iter().take(200).map(|(_, c)| c.clone()).collect();
+    let um = crop_scale(um_per_px, &sample);
+    for (path, crop) in crops {
+        let crop = fit(crop, um, &classifier);
+        let p = classifier.classify(std::slice::from_ref(&crop))?.remove(0);
+        let label = classifier.label(&p);
+        let top = &classifier.manifest().classes[p.top];
+        if json {
+            let obj = serde_json::json!({
+                "file": path.display().to_string(),
+                "class": label,
+                "probability": p.probability,
+                "top_class": top,
+            });
+            println!("{obj}");
+        } else {
+            println!("{}\t{label}\t{:.3}", path.display(), p.probability);
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 => bail!("{}", failures[0]),
+        n => bail!("{} (and {} more unreadable images)", failures[0], n - 1),
+    }
+}
+
+fn eval_cmd(
+    data: &Path,
+    json: bool,
+    board: Option<PathBuf>,
+    model: Option<PathBuf>,
+    um_per_px: ScaleChoice,
+) -> Result<()> {
+    let profile = load_profile(board)?;
+    let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
+    let folders = eval::class_folders(data)?;
+    let sample: Vec<image::RgbImage> = folders
+        .iter()
+        .flat_map(|(_, files)| files.iter().step_by((files.len() / 12).max(1)).take(12))
+        .filter_map(|f| read_rgb(f).ok())
+        .collect();
+    let um = crop_scale(um_per_px, &sample);
+    let total: usize = folders.iter().map(|(_, f)| f.len()).sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "eval {pos}/{len} [{bar:30}] {eta}",
+    )?);
+    let mut counter = ConfusionCounter::default();
+    let mut unreadable = Vec::new();
+    let batch = profile.batch.max(1);
+    for (class, files) in &folders {
+        for chunk in files.chunks(batch) {
+            let mut crops = Vec::with_capacity(chunk.len());
+            for f in chunk {
+                match read_rgb(f) {
+                    Ok(c) => crops.push(fit(c, um, &classifier)),
+                    Err(e) => {
+                        log::warn!("{e}");
+                        unreadable.push(f.display().to_string());
+                    }
+                }
+            }
+            for p in classifier.classify(&crops)? {
+                counter.add(class, classifier.label(&p));
+            }
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let report = counter.report(&classifier.manifest().classes, unreadable);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "n={} accuracy={:.4} macro_f1={:.4} review={}",
+        report.n, report.accuracy, report.macro_f1, report.review
+    );
+    for (c, m) in &report.classes {
+        println!(
+            "  {c:<5} precision {:.3} recall {:.3} f1 {:.3} support {}",
+            m.precision, m.recall, m.f1, m.support
+        );
+    }
+    if !report.unknown_classes.is_empty() {
+        println!(
+            "  classes the model does not know (counted wrong): {}",
+            report.unknown_classes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn detect_eval_cmd(
+    images: &Path,
+    labels: &Path,
+    format: &str,
+    json: bool,
+    um_per_px: Option<f32>,
+    board: Option<PathBuf>,
+    annotate: Option<PathBuf>,
+) -> Result<()> {
+    let profile = load_profile(board)?;
+    let Some(format) = LabelFormat::parse(format) else {
+        bail!("unknown label format {format:?}: use yolo or voc");
+    };
+    let um = um_per_px.unwrap_or(profile.optics.um_per_px);
+    let manifest = ModelManifest::load(&profile.model_path()).ok();
+    let crop_um = manifest.map_or(20.0, |m| m.crop_um);
+    let localizer = Localizer::new(profile.localizer.clone(), crop_um);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(images)
+        .with_context(|| format!("{}", images.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| marrowscope::source::is_image_file(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no images", images.display());
+    }
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    let mut counts = DetectionCounts::default();
+    let mut skipped = 0;
+    for f in &files {
+        bar.inc(1);
+        let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let frame = read_rgb(f)?;
+        let truth = match format {
+            LabelFormat::Yolo => eval::read_yolo_wbc(
+                &labels.join(format!("{stem}.txt")),
+                frame.width(),
+                frame.height(),
+            )?,
+            LabelFormat::Voc => eval::read_voc_wbc(&labels.join(format!("{stem}.xml")))?,
+        };
+        let loc = localizer.localize(&frame, um);
+        if loc.out_of_focus {
+            skipped += 1;
+        }
+        let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
+        counts.add_frame(&boxes, &truth, 0.5);
+        if let Some(dir) = &annotate {
+            pipeline::annotate_frame(dir, counts.frames, &frame, &loc)?;
+        }
+    }
+    bar.finish_and_clear();
+    let report = counts.report(skipped);
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "frames={} precision={:.4} recall={:.4} f1={:.4} (tp {} fp {} fn {}, {} out of focus)",
+            report.frames,
+            report.precision,
+            report.recall,
+            report.f1,
+            report.true_positives,
+            report.false_positives,
+            report.false_negatives,
+            report.skipped_out_of_focus
+        );
+    }
+    Ok(())
+}
+
+fn bench_cmd(json: bool, board: Option<PathBuf>, frames: u64) -> Result<()> {
+    let profile = load_profile(board)?;
+    let report = marrowscope::bench::run_bench(&profile, &profile.model_path(), frames)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!("model {}", report.model);
+    println!(
+        "  cold start (load + optimize): {:.1} ms",
+        report.cold_start_ms
+    );
+    for (b, ms) in &report.classify_ms_per_crop {
+        println!("  classify, batch {b}: {ms:.2} ms per crop");
+    }
+    println!(
+        "  localize: {:.2} ms per megapixel",
+        report.localize_ms_per_megapixel
+    );
+    println!(
+        "  end to end: {:.1} frames/s over {} virtual frames ({:.1} cells per frame)",
+        report.end_to_end_fps, report.end_to_end_frames, report.cells_per_frame
+    );
+    Ok(())
+}
+
+fn check_cmd(board: &Path) -> Result<()> {
+    let profile = BoardProfile::load(board)?;
+    let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
+    println!(
+        "{}: ok (board {:?}, model {} with {} classes, {:.3} µm/px, crop {:.1} µm)",
+        board.display(),
+        profile.name,
+        classifier.manifest().name,
+        classifier.manifest().classes.len(),
+        profile.optics.um_per_px,
+        classifier.manifest().crop_um
+    );
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! Frame sources: everything that hands the pipeline RGB frames. One trait, [`FrameSource`], with a
+//! V4L2 camera (MJPEG or YUYV, decoded here), replay of an image file or folder at a set frame rate,
+//! and the virtual slide (see [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`,
+//! `virtual:`).
+
+use image::RgbImage;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Errors from frame sources.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("unknown source {0:?}: use v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED")]
+    UnknownSpec(String),
+    #[error("{path}: {message}")]
+    Open { path: String, message: String },
+    #[error("{path}: corrupt or unreadable image: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("camera {device}: {message}")]
+    Camera { device: String, message: String },
+    #[error("frame decoding failed: {0}")]
+    Decode(String),
+}
+
+impl SourceError {
+    /// True when only this frame is bad and the source can go on.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, SourceError::Corrupt { .. } | SourceError::Decode(_))
+    }
+}
+
+/// One camera frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Sequence number from the source, starting at 0.
+    pub index: u64,
+    pub image: RgbImage,
+    /// Scale of this frame when the source knows it better than the board profile (virtual slide).
+    pub um_per_px: Option<f32>,
+    /// Where the frame came from (file name) for reports.
+    pub origin: String,
+}
+
+/// Anything that produces frames.
+pub trait FrameSource {
+    /// The next frame, `Ok(None)` at the end of a finite source.
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+    /// A short human description, for logs.
+    fn describe(&self) -> String;
+}
+
+/// A parsed `--source` spec.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    V4l(PathBuf),
+    Dir(PathBuf),
+    File(PathBuf),
+    Virtual(u64),
+}
+
+impl SourceSpec {
+    pub fn parse(spec: &str) -> Result<SourceSpec, SourceError> {
+        let unknown = || SourceError::UnknownSpec(spec.to_string());
+        let (kind, rest) = spec.split_once(':').ok_or_else(unknown)?;
+        if rest.is_empty() {
+            return Err(unknown());
+        }
+        match kind {
+            "v4l" => Ok(SourceSpec::V4l(rest.into())),
+            "dir" => Ok(SourceSpec::Dir(rest.into())),
+            "file" => Ok(SourceSpec::File(rest.into())),
+            "virtual" => rest.parse().map(SourceSpec::Virtual).map_err(|_| unknown()),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// Image file extensions replay accepts.
+const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "tif"];
+
+/// True when a path looks like an image file replay can read.
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Reads an image file as RGB, with a one-line error naming the file.
+pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
+    let corrupt = |message: String| SourceError::Corrupt {
+        path: path.display().to_string(),
+        message,
+    };
+    let reader = image::ImageReader::open(path).map_err(|e| SourceError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let img = reader.decode().map_err(|e| corrupt(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Replays image files (one file, or every image in a folder in name order), optionally paced.
+pub struct ReplaySource {
+    files: Vec<PathBuf>,
+    next: usize,
+    interval: Option<Duration>,
+    last: Option<Instant>,
+    label: String,
+}
+
+impl ReplaySource {
+    /// One image file.
+    pub fn file(path: &Path) -> Result<ReplaySource, SourceError> {
+        if !path.is_file() {
+            return Err(SourceError::Open {
+                path: path.display().to_string(),
+                message: "no such image file".into(),
+            });
+        }
+        Ok(Self::new(
+            vec![path.to_path_buf()],
+            format!("file {}", path.display()),
+        ))
+    }
+
+    /// Every image in a folder, sorted by name.
+    pub fn dir(path: &Path) -> Result<ReplaySource, SourceError> {
+        let open_err = |message: String| SourceError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        let entries = std::fs::read_dir(path).map_err(|e| open_err(e.to_string()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_image_file(p))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(open_err("folder holds no image files".into()));
+        }
+        Ok(Self::new(files, format!("folder {}", path.display())))
+    }
+
+    fn new(files: Vec<PathBuf>, label: String) -> ReplaySource {
+        ReplaySource {
+            files,
+            next: 0,
+            interval: None,
+            last: None,
+            label,
+        }
+    }
+
+    /// Paces frames at `fps` (0 = as fast as they can be read).
+    pub fn with_fps(mut self, fps: f32) -> ReplaySource {
+        self.interval = (fps > 0.0).then(|| Duration::from_secs_f32(1.0 / fps));
+        self
+    }
+
+    fn pace(&mut self) {
+        if let (Some(interval), Some(last)) = (self.interval, self.last) {
+            let elapsed = last.elapsed();
+            if elapsed < interval {
+                std::thread::sleep(interval - elapsed);
+            }
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
+impl FrameSource for ReplaySource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(path) = self.files.get(self.next).cloned() else {
+            return Ok(None);
+        };
+        let index = self.next as u64;
+        self.next += 1;
+        self.pace();
+        let image = read_rgb(&path)?;
+        Ok(Some(Frame {
+            index,
+            image,
+            um_per_px: None,
+            origin: path.display().to_string(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({} images)", self.label, self.files.len())
+    }
+}
+
+/// Converts packed YUYV 4:2:2 (BT.601, limited range) to RGB.
+pub fn yuyv_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+    let needed = width as usize * height as usize * 2;
+    if !width.is_multiple_of(2) || data.len() < needed {
+        return Err(SourceError::Decode(format!(
+            "YUYV buffer of {} bytes is too short for {width}x{height}",
+            data.len()
+        )));
+    }
+    let mut out = RgbImage::new(width, height);
+    let raw: &mut [u8] = &mut out;
+    for (quad, rgb) in data[..needed].chunks_exact(4).zip(raw.chunks_exact_mut(6)) {
+        let (y0, u, y1, v) = (quad[0], quad[1], quad[2], quad[3]);
+        rgb[..3].copy_from_slice(&yuv_to_rgb(y0, u, v));
+        rgb[3..].copy_from_slice(&yuv_to_rgb(y1, u, v));
+    }
+    Ok(out)
+}
+
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = (y as i32 - 16).max(0) * 298;
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+    [
+        clamp(c + 409 * e),
+        clamp(c - 100 * d - 208 * e),
+        clamp(c + 516 * d),
+    ]
+}
+
+/// Decodes one MJPEG frame (a JPEG image) to RGB.
+pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, SourceError> {
+    image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+        .map(|img| img.to_rgb8())
+        .map_err(|e| SourceError::Decode(format!("MJPEG frame: {e}")))
+}
+
+/// Pixel formats the camera path decodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PixelFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+impl PixelFormat {
+    pub fn from_fourcc(code: &str) -> Option<PixelFormat> {
+        match code {
+            "MJPG" => Some(PixelFormat::Mjpeg),
+            "YUYV" => Some(PixelFormat::Yuyv),
+            _ => None,
+        }
+    }
+
+    /// Decodes one buffer of this format.
+    pub fn decode(self, data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+        match self {
+            PixelFormat::Mjpeg => mjpeg_to_rgb(data),
+            PixelFormat::Yuyv => yuyv_to_rgb(data, width, height),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub use camera::V4lCamera;
+
+#[cfg(target_os = "linux")]
+mod camera {
+    //! The V4L2 camera through the `v4l` crate (memory-mapped streaming).
+    use super::*;
+    use crate::config::CameraConfig;
+    use v4l::buffer::Type;
+    use v4l::io::mmap::Stream;
+    use v4l::io::traits::CaptureStream;
+    use v4l::video::Capture;
+    use v4l::{Device, FourCC};
+
+    /// A V4L2 capture device streaming MJPEG or YUYV.
+    pub struct V4lCamera {
+        device: String,
+        stream: Stream<'static>,
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        index: u64,
+        // Keeps the device open for as long as the stream lives.
+        _device: Device,
+    }
+
+    impl V4lCamera {
+        /// Opens the device and negotiates the profile's size and pixel format.
+        pub fn open(path: &Path, cfg: &CameraConfig) -> Result<V4lCamera, SourceError> {
+            let device = path.display().to_string();
+            let err = |message: String| SourceError::Camera {
+                device: device.clone(),
+                message,
+            };
+            let dev = Device::with_path(path).map_err(|e| err(format!("cannot open: {e}")))?;
+            let mut fmt = dev
+                .format()
+                .map_err(|e| err(format!("cannot query format: {e}")))?;
+            fmt.width = cfg.width;
+            fmt.height = cfg.height;
+            let fourcc: [u8; 4] = cfg
+                .pixel_format
+                .as_bytes()
+                .try_into()
+                .map_err(|_| err(format!("bad pixel format {:?}", cfg.pixel_format)))?;
+            fmt.fourcc = FourCC::new(&fourcc);
+            let fmt = dev
+                .set_format(&fmt)
+                .map_err(|e| err(format!("cannot set format: {e}")))?;
+            let got = fmt.fourcc.str().unwrap_or("????").to_string();
+            let format = PixelFormat::from_fourcc(&got)
+                .ok_or_else(|| err(format!("camera offers {got}, not MJPG or YUYV")))?;
+            let stream = Stream::with_buffers(&dev, Type::VideoCapture, 4)
+                .map_err(|e| err(format!("cannot start streaming: {e}")))?;
+            log::info!("camera {device}: {}x{} {got}", fmt.width, fmt.height);
+            Ok(V4lCamera {
+                device,
+                stream,
+                format,
+                width: fmt.width,
+                height: fmt.height,
+                index: 0,
+                _device: dev,
+            })
+        }
+    }
+
+    impl FrameSource for V4lCamera {
+        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+            let (buf, meta) = self.stream.next().map_err(|e| SourceError::Camera {
+                device: self.device.clone(),
+                message: format!("capture failed: {e}"),
+            })?;
+            let used = (meta.bytesused as usize).min(buf.len());
+            let image = self.format.decode(&buf[..used], self.width, self.height)?;
+            let index = self.index;
+            self.index += 1;
+            Ok(Some(Frame {
+                index,
+                image,
+                um_per_px: None,
+                origin: format!("{}#{index}", self.device),
+            }))
+        }
+
+        fn describe(&self) -> String {
+            format!(
+                "V4L2 camera {} ({}x{} {:?})",
+                self.device, self.width, self.height, self.format
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parsing() {
+        assert_eq!(
+            SourceSpec::parse("virtual:7").unwrap(),
+            SourceSpec::Virtual(7)
+        );
+        assert_eq!(
+            SourceSpec::parse("v4l:/dev/video0").unwrap(),
+            SourceSpec::V4l("/dev/video0".into())
+        );
+        assert!(SourceSpec::parse("rtsp://cam").is_err());
+        assert!(SourceSpec::parse("virtual:x").is_err());
+        assert!(SourceSpec::parse("dir:").is_err());
+    }
+
+    #[test]
+    fn yuyv_decodes_grey_and_colour() {
+        // Two pixels of mid grey, then two pixels of saturated blue-ish chroma.
+        let data = [128u8, 128, 128, 128, 41, 240, 41, 110];
+        let img = yuyv_to_rgb(&data, 2, 2).unwrap();
+        let grey = img.get_pixel(0, 0).0;
+        assert!(grey.iter().all(|&c| (125..=135).contains(&c)), "{grey:?}");
+        let blue = img.get_pixel(0, 1).0;
+        assert!(blue[2] > 200 && blue[0] < 40, "{blue:?}");
+    }
+
+    #[test]
+    fn yuyv_short_buffer_is_an_error() {
+        assert!(yuyv_to_rgb(&[0u8; 10], 4, 4).is_err());
+    }
+
+    #[test]
+    fn mjpeg_roundtrip_and_garbage() {
+        let img = RgbImage::from_pixel(16, 8, image::Rgb([200, 40, 90]));
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let back = mjpeg_to_rgb(&bytes).unwrap();
+        assert_eq!(back.dimensions(), (16, 8));
+        let px = back.get_pixel(8, 4).0;
+        assert!(
+            (px[0] as i32 - 200).abs() < 12 && (px[1] as i32 - 40).abs() < 12,
+            "{px:?}"
+        );
+        assert!(mjpeg_to_rgb(&bytes[..bytes.len() / 3]).is_err());
+        assert!(mjpeg_to_rgb(b"not a jpeg").is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! The differential count: counts by class, percentages, M:E ratio, blast percentage with its 95 %
+//! Wilson interval, the target count, rare-cell alerts and operator corrections; and the
+//! append-only, fsync'd journal that makes the count survive a crash or power loss.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors of the tally and its journal.
+#[derive(Debug, Error)]
+pub enum TallyError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}:{line}: corrupt journal entry: {message}")]
+    Corrupt {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("no counted cell with id {0}")]
+    NoSuchCell(u64),
+}
+
+/// Granulocytic-series classes (myeloid side of the M:E ratio; blasts are reported separately).
+pub const MYELOID: [&str; 8] = ["PMO", "MYB", "MMZ", "NGB", "NGS", "EOS", "BAS", "ABE"];
+/// Erythroid precursors (erythroid side of the M:E ratio).
+pub const ERYTHROID: [&str; 2] = ["EBO", "PEB"];
+/// Class code of blasts.
+pub const BLAST: &str = "BLA";
+
+/// One journal entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Entry {
+    /// A cell was counted.
+    Count {
+        id: u64,
+        class: String,
+        p: f32,
+        frame: u64,
+        x: f32,
+        y: f32,
+    },
+    /// The operator gave a counted cell another class.
+    Reassign { id: u64, class: String },
+    /// The operator removed a counted cell.
+    Discard { id: u64 },
+}
+
+/// A counted cell as the tally holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub class: String,
+    /// Class the model gave, before any correction.
+    pub model_class: String,
+    pub probability: f32,
+    pub frame: u64,
+    pub world: (f32, f32),
+}
+
+/// The running differential.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    records: Vec<Record>,
+    pub target: u32,
+}
+
+/// A 95 % confidence interval.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Wilson score interval for k successes out of n at 95 % confidence.
+pub fn wilson_95(k: u64, n: u64) -> Option<Interval> {
+    if n == 0 {
+        return None;
+    }
+    let z = 1.959_964_f64;
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    Some(Interval {
+        low: (centre - half).max(0.0),
+        high: (centre + half).min(1.0),
+    })
+}
+
+impl Tally {
+    pub fn new(target: u32) -> Tally {
+        Tally {
+            records: Vec::new(),
+            target,
+        }
+    }
+
+    /// Applies one journal entry.
+    pub fn apply(&mut self, entry: &Entry) -> Result<(), TallyError> {
+        match entry {
+            Entry::Count {
+                id,
+                class,
+                p,
+                frame,
+                x,
+                y,
+            } => self.records.push(Record {
+                id: *id,
+                class: class.clone(),
+                model_class: class.clone(),
+                probability: *p,
+                frame: *frame,
+                world: (*x, *y),
+            }),
+            Entry::Reassign { id, class } => {
+                let r = self.find_mut(*id)?;
+                r.class = class.clone();
+            }
+            Entry::Discard { id } => {
+                let pos = self
+                    .records
+                    .iter()
+                    .position(|r| r.id == *id)
+                    .ok_or(TallyError::NoSuchCell(*id))?;
+                self.records.remove(pos);
+            }
+        }
+        Ok(())
+    }
+
+    fn find_mut(&mut self, id: u64) -> Result<&mut Record, TallyError> {
+        self.records
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or(TallyError::NoSuchCell(id))
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn last(&self) -> Option<&Record> {
+        self.records.last()
+    }
+
+    /// Highest id counted so far.
+    pub fn max_id(&self) -> Option<u64> {
+        self.records.iter().map(|r| r.id).max()
+    }
+
+    /// Every counted cell, review included.
+    pub fn total(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    /// Cells with a class (review excluded): the denominator of the differential.
+    pub fn classified(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| r.class != crate::classify::REVIEW)
+            .count() as u64
+    }
+
+    pub fn review(&self) -> u64 {
+        self.total() - self.classified()
+    }
+
+    /// Counts per class code (REVIEW included as its own key).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in &self.records {
+            *m.entry(r.class.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Percentage of classified cells in a class.
+    pub fn percent(&self, class: &str) -> f64 {
+        let n = self.classified();
+        if n == 0 {
+            return 0.0;
+        }
+        100.0 * self.count_of(class) as f64 / n as f64
+    }
+
+    pub fn count_of(&self, class: &str) -> u64 {
+        self.records.iter().filter(|r| r.class == class).count() as u64
+    }
+
+    /// Myeloid : erythroid ratio (None without erythroid cells).
+    pub fn me_ratio(&self) -> Option<f64> {
+        let m: u64 = MYELOID.iter().map(|c| self.count_of(c)).sum();
+        let e: u64 = ERYTHROID.iter().map(|c| self.count_of(c)).sum();
+        (e > 0).then(|| m as f64 / e as f64)
+    }
+
+    /// Blast percentage of classified cells and its 95 % Wilson interval (in percent).
+    pub fn blast_percent(&self) -> (f64, Option<Interval>) {
+        let n = self.classified();
+        let k = self.count_of(BLAST);
+        let ci = wilson_95(k, n).map(|i| Interval {
+            low: i.low * 100.0,
+            high: i.high * 100.0,
+        });
+        (self.percent(BLAST), ci)
+    }
+
+    /// True once the classified count reaches the target.
+    pub fn target_reached(&self) -> bool {
+        self.classified() >= self.target as u64
+    }
+}
+
+/// The append-only journal of counted cells and corrections.
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens (or creates) a journal and replays it into a tally. A torn last line (a crash in the
+    /// middle of a write) is cut off; a corrupt line elsewhere is an error naming its line.
+    pub fn open(path: &Path, target: u32) -> Result<(Journal, Tally), TallyError> {
+        let io = |e: std::io::Error| TallyError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let (tally, good_len) = replay(&mut file, path, target)?;
+        let len = file.metadata().map_err(io)?.len();
+        if good_len < len {
+            log::warn!(
+                "{}: dropping a torn last entry ({} bytes) left by an interrupted write",
+                path.display(),
+                len - good_len
+            );
+            file.set_len(good_len).map_err(io)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        Ok((
+            Journal {
+                file,
+                path: path.to_path_buf(),
+            },
+            tally,
+        ))
+    }
+
+    /// Appends an entry and forces it to disk before returning.
+    pub fn append(&mut self, entry: &Entry) -> Result<(), TallyError> {
+        let io = |e: std::io::Error| TallyError::Io {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut line = serde_json::to_string(entry).map_err(|e| TallyError::Io {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Replays journal lines; returns the tally and the byte length of the complete entries.
+fn replay(file: &mut File, path: &Path, target: u32) -> Result<(Tally, u64), TallyError> {
+    let mut tally = Tally::new(target);
+    let mut reader = BufReader::new(&mut *file);
+    let mut good_len = 0u64;
+    let mut line_no = 0;
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let n = reader.read_line(&mut buf).map_err(|e| TallyError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if !buf.ends_with('\n') {
+            // Torn final write: never acknowledged, so never counted.
+            break;
+        }
+        if buf.trim().is_empty() {
+            good_len += n as u64;
+            continue;
+        }
+        let corrupt = |message: String| TallyError::Corrupt {
+            path: path.display().to_string(),
+            line: line_no,
+            message,
+        };
+        let entry: Entry = serde_json::from_str(buf.trim()).map_err(|e| corrupt(e.to_string()))?;
+        tally.apply(&entry).map_err(|e| corrupt(e.to_string()))?;
+        good_len += n as u64;
+    }
+    Ok((tally, good_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(id: u64, class: &str) -> Entry {
+        Entry::Count {
+            id,
+            class: class.into(),
+            p: 0.9,
+            frame: id,
+            x: 0.0,
+            y: 0.0,
+        }
+    }
+
+    #[test]
+    fn wilson_interval_known_values() {
+        // 10 of 100: Wilson 95 % is about 5.52 % .. 17.44 %.
+        let i = wilson_95(10, 100).unwrap();
+        assert!(
+            (i.low - 0.0552).abs() < 5e-4 && (i.high - 0.1744).abs() < 5e-4,
+            "{i:?}"
+        );
+        let zero = wilson_95(0, 20).unwrap();
+        assert_eq!(zero.low, 0.0);
+        assert!(zero.high > 0.1);
+        assert!(wilson_95(0, 0).is_none());
+    }
+
+    #[test]
+    fn differential_and_corrections() {
+        let mut t = Tally::new(4);
+        for (i, c) in ["BLA", "NGS", "NGS", "EBO", "REVIEW"].iter().enumerate() {
+            t.apply(&count(i as u64, c)).unwrap();
+        }
+        assert_eq!(t.total(), 5);
+        assert_eq!(t.classified(), 4);
+        assert!((t.percent("NGS") - 50.0).abs() < 1e-9);
+        assert_eq!(t.me_ratio(), Some(2.0));
+        assert!(t.target_reached());
+        t.apply(&Entry::Reassign {
+            id: 0,
+            class: "LYT".into(),
+        })
+        .unwrap();
+        t.apply(&Entry::Discard { id: 3 }).unwrap();
+        assert_eq!(t.count_of("BLA"), 0);
+        assert_eq!(t.me_ratio(), None);
+        assert!(t.apply(&Entry::Discard { id: 99 }).is_err());
+    }
+
+    #[test]
+    fn journal_survives_reopen_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        {
+            let (mut j, t) = Journal::open(&path, 200).unwrap();
+            assert_eq!(t.total(), 0);
+            j.append(&count(1, "BLA")).unwrap();
+            j.append(&count(2, "LYT")).unwrap();
+        }
+        // A crash in the middle of the third write.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"op\":\"count\",\"id\":3,\"cl").unwrap();
+        drop(f);
+        let (mut j, t) = Journal::open(&path, 200).unwrap();
+        assert_eq!(t.total(), 2);
+        j.append(&count(3, "NGS")).unwrap();
+        drop(j);
+        let (_, t) = Journal::open(&path, 200).unwrap();
+        assert_eq!(t.counts().values().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn corrupt_middle_line_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let first = serde_json::to_string(&count(1, "BLA")).unwrap();
+        std::fs::write(&path, format!("{first}\nnot json\n{first}\n")).unwrap();
+        let err = Journal::open(&path, 200).err().unwrap().to_string();
+        assert!(err.contains("journal.jsonl:2:"), "{err}");
+    }
+}

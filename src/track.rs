@@ -1,0 +1,462 @@
+//! Counting each cell once while the stage moves. The global shift between consecutive frames is
+//! estimated by phase correlation (sub-pixel), which places every detection in slide ("world")
+//! coordinates; detections are matched to tracks by world position; a track is counted once, when
+//! it has been seen fully in view in enough frames or when it leaves the view, with its most
+//! confident classification. Counted positions are remembered so a cell seen again on the next
+//! zigzag row is not counted twice.
+
+use crate::classify::Prediction;
+use crate::localize::Cell;
+use image::{GrayImage, RgbImage};
+use rustfft::num_complex::Complex32;
+use rustfft::FftPlanner;
+
+/// Binning of frames before phase correlation.
+const CORRELATION_BIN: u32 = 4;
+
+/// Tracker settings, in physical units where they concern the slide.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// A detection within this distance of a track's predicted position is the same cell, µm.
+    pub match_radius_um: f32,
+    /// Complete, classified views after which a cell is counted without waiting for it to leave.
+    pub stable_views: u32,
+    /// Frames a track may go unseen before it is closed.
+    pub max_missing: u64,
+    /// Below this correlation peak height the new frame shows another field (the operator jumped,
+    /// or replayed stills): open tracks are closed and counted, and matching starts afresh.
+    pub min_correlation: f32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            match_radius_um: 5.0,
+            stable_views: 3,
+            max_missing: 3,
+            min_correlation: 0.06,
+        }
+    }
+}
+
+/// The best view of a tracked cell.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub prediction: Prediction,
+    pub crop: RgbImage,
+    pub frame_index: u64,
+}
+
+/// A cell counted once.
+#[derive(Debug, Clone)]
+pub struct CountedCell {
+    pub track_id: u64,
+    /// World position (slide pixels relative to the first frame).
+    pub world: (f32, f32),
+    pub view: View,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    id: u64,
+    world: (f32, f32),
+    last_seen: u64,
+    views: u32,
+    best: Option<View>,
+    counted: bool,
+}
+
+/// Phase-correlation shift estimator.
+pub struct ShiftEstimator {
+    planner: FftPlanner<f32>,
+    prev: Option<(Vec<Complex32>, u32, u32)>,
+}
+
+impl Default for ShiftEstimator {
+    fn default() -> Self {
+        ShiftEstimator {
+            planner: FftPlanner::new(),
+            prev: None,
+        }
+    }
+}
+
+impl ShiftEstimator {
+    /// Displacement of the image content from the previous frame to this one, frame pixels, and
+    /// the correlation peak height (1 = identical content, near 0 = unrelated views); None for the
+    /// first frame or after a size change.
+    pub fn push(&mut self, frame: &RgbImage) -> Option<(f32, f32, f32)> {
+        let grey = binned_grey(frame, CORRELATION_BIN);
+        let (w, h) = grey.dimensions();
+        let spectrum = self.fft2(&windowed(&grey), w, h, false);
+        let result = match &self.prev {
+            Some((prev, pw, ph)) if *pw == w && *ph == h => {
+                let cross: Vec<Complex32> = spectrum
+                    .iter()
+                    .zip(prev)
+                    .map(|(a, b)| {
+                        let c = a * b.conj();
+                        let n = c.norm();
+                        if n > 1e-12 {
+                            c / n
+                        } else {
+                            Complex32::new(0.0, 0.0)
+                        }
+                    })
+                    .collect();
+                let surface = self.fft2(&cross, w, h, true);
+                let (dx, dy, peak) = peak_subpixel(&surface, w, h);
+                let strength = peak / (w * h) as f32;
+                Some((
+                    dx * CORRELATION_BIN as f32,
+                    dy * CORRELATION_BIN as f32,
+                    strength,
+                ))
+            }
+            _ => None,
+        };
+        self.prev = Some((spectrum, w, h));
+        result
+    }
+
+    fn fft2(&mut self, data: &[Complex32], w: u32, h: u32, inverse: bool) -> Vec<Complex32> {
+        let (w, h) = (w as usize, h as usize);
+        let mut buf = data.to_vec();
+        let row_fft = if inverse {
+            self.planner.plan_fft_inverse(w)
+        } else {
+            self.planner.plan_fft_forward(w)
+        };
+        for row in buf.chunks_exact_mut(w) {
+            row_fft.process(row);
+        }
+        let col_fft = if inverse {
+            self.planner.plan_fft_inverse(h)
+        } else {
+            self.planner.plan_fft_forward(h)
+        };
+        let mut col = vec![Complex32::new(0.0, 0.0); h];
+        for x in 0..w {
+            for y in 0..h {
+                col[y] = buf[y * w + x];
+            }
+            col_fft.process(&mut col);
+            for y in 0..h {
+                buf[y * w + x] = col[y];
+            }
+        }
+        buf
+    }
+}
+
+fn binned_grey(frame: &RgbImage, bin: u32) -> GrayImage {
+    let (w, h) = ((frame.width() / bin).max(1), (frame.height() / bin).max(1));
+    let mut out = GrayImage::new(w, h);
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0u32;
+            for dy in 0..bin.min(frame.height()) {
+                for dx in 0..bin.min(frame.width()) {
+                    let p = frame
+                        .get_pixel(
+                            (x * bin + dx).min(frame.width() - 1),
+                            (y * bin + dy).min(frame.height() - 1),
+                        )
+                        .0;
+                    acc += p[1] as u32;
+                }
+            }
+            out.put_pixel(x, y, image::Luma([(acc / (bin * bin)) as u8]));
+        }
+    }
+    out
+}
+
+/// Mean-removed image under a Hann window, as complex samples.
+fn windowed(img: &GrayImage) -> Vec<Complex32> {
+    let (w, h) = img.dimensions();
+    let mean = img.pixels().map(|p| p.0[0] as f32).sum::<f32>() / (w * h) as f32;
+    let hann =
+        |i: u32, n: u32| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / n as f32).cos();
+    let mut out = Vec::with_capacity((w * h) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let v = (img.get_pixel(x, y).0[0] as f32 - mean) * hann(x, w) * hann(y, h);
+            out.push(Complex32::new(v, 0.0));
+        }
+    }
+    out
+}
+
+/// Peak of a correlation surface with parabolic sub-pixel refinement, as a signed shift.
+fn peak_subpixel(surface: &[Complex32], w: u32, h: u32) -> (f32, f32, f32) {
+    let (w, h) = (w as usize, h as usize);
+    let (mut best, mut bi) = (f32::MIN, 0);
+    for (i, v) in surface.iter().enumerate() {
+        if v.re > best {
+            best = v.re;
+            bi = i;
+        }
+    }
+    let (px, py) = (bi % w, bi / w);
+    let at = |x: usize, y: usize| surface[(y % h) * w + (x % w)].re;
+    let refine = |l: f32, c: f32, r: f32| {
+        let d = l - 2.0 * c + r;
+        if d.abs() > 1e-9 {
+            (0.5 * (l - r) / d).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    };
+    let fx = refine(at(px + w - 1, py), best, at(px + 1, py));
+    let fy = refine(at(px, py + h - 1), best, at(px, py + 1));
+    let signed = |p: usize, n: usize| {
+        if p > n / 2 {
+            p as f32 - n as f32
+        } else {
+            p as f32
+        }
+    };
+    (signed(px, w) + fx, signed(py, h) + fy, best)
+}
+
+/// Counts each physical cell once across a stream of frames.
+pub struct Tracker {
+    cfg: TrackerConfig,
+    shift: ShiftEstimator,
+    /// World position of the current frame's top-left corner.
+    camera: (f32, f32),
+    tracks: Vec<Track>,
+    /// World positions of cells already counted or closed.
+    done: Vec<(f32, f32)>,
+    next_id: u64,
+    frame_index: u64,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker {
+            cfg,
+            shift: ShiftEstimator::default(),
+            camera: (0.0, 0.0),
+            tracks: Vec::new(),
+            done: Vec::new(),
+            next_id: 0,
+            frame_index: 0,
+        }
+    }
+
+    /// Starts the ids after journaled cells so resumed counts keep unique ids.
+    pub fn with_first_id(mut self, id: u64) -> Tracker {
+        self.next_id = id;
+        self
+    }
+
+    /// Estimated world position of the current frame.
+    pub fn camera(&self) -> (f32, f32) {
+        self.camera
+    }
+
+    /// Registers a new frame: estimates the stage move from the previous one. Returns the cells
+    /// counted because the view jumped to an unrelated field.
+    pub fn advance(&mut self, frame: &RgbImage, frame_index: u64) -> Vec<CountedCell> {
+        let mut counted = Vec::new();
+        if let Some((dx, dy, strength)) = self.shift.push(frame) {
+            if strength < self.cfg.min_correlation {
+                log::debug!("frame {frame_index}: new field (correlation {strength:.3})");
+                counted = self.finish();
+                self.done.clear();
+            } else {
+                // Content moved by (dx, dy): the camera moved the other way.
+                self.camera.0 -= dx;
+                self.camera.1 -= dy;
+            }
+        }
+        self.frame_index = frame_index;
+        counted
+    }
+
+    /// Matches this frame's cells to tracks, classifies the views that can still improve a
+    /// track, and returns the cells counted now.
+    pub fn observe<E>(
+        &mut self,
+        cells: &[Cell],
+        um_per_px: f32,
+        classify: impl FnOnce(&[RgbImage]) -> Result<Vec<Prediction>, E>,
+    ) -> Result<Vec<CountedCell>, E> {
+        let radius = self.cfg.match_radius_um / um_per_px;
+        let mut to_classify: Vec<(usize, RgbImage)> = Vec::new();
+        let mut matched = vec![false; self.tracks.len()];
+        for cell in cells {
+            let world = (self.camera.0 + cell.centre.0, self.camera.1 + cell.centre.1);
+            let Some(t) = self.match_track(world, radius, &matched) else {
+                if self.near_done(world, radius) {
+                    continue;
+                }
+                self.tracks.push(Track {
+                    id: self.next_id,
+                    world,
+                    last_seen: self.frame_index,
+                    views: 0,
+                    best: None,
+                    counted: false,
+                });
+                self.next_id += 1;
+                matched.push(true);
+                self.queue_view(self.tracks.len() - 1, cell, &mut to_classify);
+                continue;
+            };
+            matched[t] = true;
+            let track = &mut self.tracks[t];
+            track.world = world;
+            track.last_seen = self.frame_index;
+            self.queue_view(t, cell, &mut to_classify);
+        }
+        if !to_classify.is_empty() {
+            let crops: Vec<RgbImage> = to_classify.iter().map(|(_, c)| c.clone()).collect();
+            let predictions = classify(&crops)?;
+            for ((t, crop), prediction) in to_classify.into_iter().zip(predictions) {
+                self.record_view(t, crop, prediction);
+            }
+        }
+        Ok(self.collect_counted())
+    }
+
+    fn queue_view(&self, t: usize, cell: &Cell, queue: &mut Vec<(usize, RgbImage)>) {
+        let track = &self.tracks[t];
+        if track.counted || !cell.complete {
+            return;
+        }
+        if let Some(crop) = &cell.crop {
+            queue.push((t, crop.clone()));
+        }
+    }
+
+    fn record_view(&mut self, t: usize, crop: RgbImage, prediction: Prediction) {
+        let frame_index = self.frame_index;
+        let track = &mut self.tracks[t];
+        track.views += 1;
+        let better = track
+            .best
+            .as_ref()
+            .is_none_or(|b| prediction.probability > b.prediction.probability);
+        if better {
+            track.best = Some(View {
+                prediction,
+                crop,
+                frame_index,
+            });
+        }
+    }
+
+    fn match_track(&self, world: (f32, f32), radius: f32, matched: &[bool]) -> Option<usize> {
+        self.tracks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !matched[*i])
+            .map(|(i, t)| (i, dist(t.world, world)))
+            .filter(|(_, d)| *d <= radius)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    }
+
+    fn near_done(&self, world: (f32, f32), radius: f32) -> bool {
+        self.done.iter().any(|d| dist(*d, world) <= radius)
+    }
+
+    /// Counts stable tracks and closes lost ones.
+    fn collect_counted(&mut self) -> Vec<CountedCell> {
+        let mut out = Vec::new();
+        let now = self.frame_index;
+        let max_missing = self.cfg.max_missing;
+        let stable = self.cfg.stable_views;
+        for track in &mut self.tracks {
+            let lost = now.saturating_sub(track.last_seen) > max_missing;
+            if !track.counted && track.best.is_some() && (track.views >= stable || lost) {
+                track.counted = true;
+                out.push(counted(track));
+            }
+        }
+        let (closed, open): (Vec<Track>, Vec<Track>) = self
+            .tracks
+            .drain(..)
+            .partition(|t| now.saturating_sub(t.last_seen) > max_missing);
+        self.tracks = open;
+        self.done
+            .extend(closed.iter().filter(|t| t.counted).map(|t| t.world));
+        out
+    }
+
+    /// Counts every open track that has a classified view (end of the stream).
+    pub fn finish(&mut self) -> Vec<CountedCell> {
+        let mut out = Vec::new();
+        for track in self.tracks.drain(..) {
+            if !track.counted && track.best.is_some() {
+                out.push(counted(&track));
+            }
+            if track.best.is_some() {
+                self.done.push(track.world);
+            }
+        }
+        out
+    }
+}
+
+fn counted(track: &Track) -> CountedCell {
+    CountedCell {
+        track_id: track.id,
+        world: track.world,
+        view: track.best.clone().expect("counted tracks have a view"),
+    }
+}
+
+fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
+    ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn textured(w: u32, h: u32) -> RgbImage {
+        let mut rng = crate::slide::Rng::new(5);
+        let mut img = RgbImage::from_pixel(w, h, Rgb([200, 200, 200]));
+        for _ in 0..300 {
+            let (cx, cy, r) = (
+                rng.unit() * w as f32,
+                rng.unit() * h as f32,
+                4.0 + rng.unit() * 12.0,
+            );
+            let v = (rng.unit() * 180.0) as u8;
+            for y in 0..h {
+                for x in 0..w {
+                    if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) < r * r {
+                        img.put_pixel(x, y, Rgb([v, v, v]));
+                    }
+                }
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn phase_correlation_finds_the_shift() {
+        let big = textured(800, 600);
+        let a = image::imageops::crop_imm(&big, 100, 60, 640, 480).to_image();
+        let b = image::imageops::crop_imm(&big, 137, 48, 640, 480).to_image();
+        let mut est = ShiftEstimator::default();
+        assert!(est.push(&a).is_none());
+        let (dx, dy, strength) = est.push(&b).unwrap();
+        // The camera moved +37, -12: content moved -37, +12.
+        assert!(
+            (dx + 37.0).abs() < 2.0 && (dy - 12.0).abs() < 2.0,
+            "{dx} {dy}"
+        );
+        assert!(strength > 0.2, "{strength}");
+        // An unrelated view has a low peak.
+        let other = image::imageops::rotate180(&a);
+        let (_, _, weak) = est.push(&other).unwrap();
+        assert!(weak < 0.06, "{weak}");
+    }
+}

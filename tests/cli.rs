@@ -1,0 +1,239 @@
+//! The command-line contract end to end: the whole pipeline on real smear frames and on the
+//! virtual slide, classify/eval on real crops, board checks, and clean one-line errors on bad input.
+
+mod common;
+use common::*;
+
+const BCCD_FRAMES: usize = 12;
+/// Scale of the BCCD frames, µm per pixel, from red-cell diameters (about 88 px ≈ 7.5 µm).
+const BCCD_UM_PER_PX: f32 = 0.085;
+
+#[test]
+fn pipeline_on_real_smear_frames_counts_each_white_cell() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("frames");
+    let copied = copy_first(&data.join("frames/bccd/JPEGImages"), &frames, BCCD_FRAMES);
+    // Expert boxes of the white cells fully inside these frames.
+    let mut truth = 0;
+    for f in &copied {
+        let stem = f.file_stem().unwrap().to_str().unwrap();
+        let xml = data.join(format!("frames/bccd/Annotations/{stem}.xml"));
+        let boxes = marrowscope::eval::read_voc_wbc(&xml).unwrap();
+        truth += boxes
+            .iter()
+            .filter(|b| b.x0 > 2.0 && b.y0 > 2.0 && b.x1 < 638.0 && b.y1 < 478.0)
+            .count();
+    }
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), BCCD_UM_PER_PX, &report);
+    let out = marrowscope(&[
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        &format!("dir:{}", frames.display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diff = read_json(&report.join("differential.json"));
+    let total = diff["total"].as_u64().unwrap() as usize;
+    assert_eq!(diff["frames"].as_u64().unwrap() as usize, BCCD_FRAMES);
+    // Each still is a new field: every fully visible white cell is counted once.
+    assert!(
+        total.abs_diff(truth) <= 2,
+        "counted {total}, experts boxed {truth} complete white cells"
+    );
+    // Labels are model classes (or review), and the journal holds exactly the counted cells.
+    let manifest = marrowscope::classify::ModelManifest::load(&shipped_manifest()).unwrap();
+    for class in diff["counts"].as_object().unwrap().keys() {
+        assert!(
+            class == "REVIEW" || manifest.classes.contains(class),
+            "unknown label {class}"
+        );
+    }
+    let journal = std::fs::read_to_string(report.join("journal.jsonl")).unwrap();
+    assert_eq!(journal.lines().count(), total);
+    assert!(report.join("differential.csv").is_file());
+    assert!(report.join("summary.png").is_file());
+    assert!(stdout(&out).contains("Differential count"));
+}
+
+#[test]
+fn virtual_slide_count_matches_its_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), 0.1, &report);
+    let out = marrowscope(&[
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        "virtual:2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let truth: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Virtual slide truth: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("truth line");
+    let total = read_json(&report.join("differential.json"))["total"]
+        .as_f64()
+        .unwrap();
+    let error = (total - truth).abs() / truth;
+    assert!(
+        error <= 0.10,
+        "counted {total} of {truth} cells ({:.1} % off)",
+        error * 100.0
+    );
+}
+
+#[test]
+fn classify_prints_one_json_object_per_crop() {
+    let Some(data) = data() else { return };
+    let crops: Vec<String> = ["BLA", "LYT", "NGS"]
+        .iter()
+        .map(|c| {
+            let dir = data.join("marrow").join(c);
+            let mut f: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            f.sort();
+            f[0].display().to_string()
+        })
+        .collect();
+    let mut args = vec!["classify", "--json"];
+    args.extend(crops.iter().map(String::as_str));
+    let out = marrowscope(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (line, file) in lines.iter().zip(&crops) {
+        assert_eq!(line["file"].as_str().unwrap(), file);
+        let p = line["probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        assert!(line["class"].as_str().unwrap().len() >= 3);
+    }
+}
+
+#[test]
+fn eval_reports_the_contract_json_and_unknown_classes() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for class in ["EOS", "LYT", "NGS"] {
+        copy_first(&data.join("marrow").join(class), &tmp.path().join(class), 6);
+    }
+    // A class the model has never heard of: always wrong, and reported.
+    copy_first(&data.join("marrow/BLA"), &tmp.path().join("XYZ"), 2);
+    let out = marrowscope(&["eval", "--data", tmp.path().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["n"].as_u64(), Some(20));
+    for key in ["accuracy", "macro_f1"] {
+        let x = v[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{key} {x}");
+    }
+    assert_eq!(v["classes"]["XYZ"]["recall"].as_f64(), Some(0.0));
+    assert_eq!(v["classes"]["EOS"]["support"].as_u64(), Some(6));
+    assert!(v["confusion"]["LYT"].is_object());
+    assert_eq!(v["unknown_classes"][0].as_str(), Some("XYZ"));
+}
+
+#[test]
+fn every_board_profile_checks() {
+    for entry in std::fs::read_dir(repo().join("board")).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            let out = marrowscope(&["check", "--board", path.to_str().unwrap()]);
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        }
+    }
+}
+
+#[test]
+fn corrupt_jpeg_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("cell.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 this is not really a jpeg").unwrap();
+    let out = marrowscope(&["classify", bad.to_str().unwrap()]);
+    assert_one_line_error(&out, "cell.jpg");
+    let report = tmp.path().join("report");
+    let out = marrowscope(&[
+        "run",
+        "--source",
+        &format!("file:{}", bad.display()),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "cell.jpg");
+}
+
+#[test]
+fn missing_model_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crop = tmp.path().join("c.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 100, 150]))
+        .save(&crop)
+        .unwrap();
+    let out = marrowscope(&[
+        "classify",
+        "--model",
+        "/nonexistent/model.ron",
+        crop.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "/nonexistent/model.ron");
+}
+
+#[test]
+fn model_with_wrong_hash_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest_text = std::fs::read_to_string(shipped_manifest()).unwrap();
+    let manifest = marrowscope::classify::ModelManifest::load(&shipped_manifest()).unwrap();
+    let onnx = repo().join("models").join(&manifest.file);
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    // One flipped bit in the weights.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(tmp.path().join(&manifest.file), bytes).unwrap();
+    let m = tmp.path().join("m.ron");
+    std::fs::write(&m, manifest_text).unwrap();
+    let crop = tmp.path().join("c.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 100, 150]))
+        .save(&crop)
+        .unwrap();
+    let out = marrowscope(&[
+        "classify",
+        "--model",
+        m.to_str().unwrap(),
+        crop.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "does not match");
+}
+
+#[test]
+fn unknown_source_is_a_one_line_error() {
+    let out = marrowscope(&["run", "--source", "rtsp://camera"]);
+    assert_one_line_error(&out, "unknown source");
+}
+
+#[test]
+fn malformed_board_names_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("board/desktop.ron")).unwrap();
+    let bad = text.replacen("fps: 30,", "fps: 30,,", 1);
+    let line = bad.lines().position(|l| l.contains("30,,")).unwrap() + 1;
+    let path = tmp.path().join("bad.ron");
+    std::fs::write(&path, bad).unwrap();
+    let out = marrowscope(&["check", "--board", path.to_str().unwrap()]);
+    assert_one_line_error(&out, &format!("bad.ron:{line}:"));
+    let invalid = text.replacen("count_target: 200", "count_target: 0", 1);
+    std::fs::write(&path, invalid).unwrap();
+    let out = marrowscope(&["run", "--board", path.to_str().unwrap()]);
+    assert_one_line_error(&out, "`count_target`");
+}
