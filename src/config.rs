@@ -277,7 +277,7 @@ mod tests {
     fn desktop_profile_is_valid() {
         let p = BoardProfile::desktop_default();
         assert_eq!(p.name, "desktop");
-        assert!(p.model_path().ends_with("models/marrow-int8.ron"));
+        assert!(p.model_path().ends_with("models/marrow-f32.ron"));
     }
 
     #[test]

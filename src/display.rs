@@ -252,15 +252,22 @@ impl Display for PngDisplay {
     }
 }
 
-/// Opens the display a profile names.
-pub fn open_display(cfg: &DisplayConfig) -> Result<Box<dyn Display>, DisplayError> {
+/// Opens the display a profile names; a relative PNG path is inside the report folder.
+pub fn open_display(
+    cfg: &DisplayConfig,
+    report_dir: &std::path::Path,
+) -> Result<Box<dyn Display>, DisplayError> {
     match cfg {
         DisplayConfig::None => Ok(Box::new(NoDisplay)),
         DisplayConfig::Png {
             path,
             width,
             height,
-        } => Ok(Box::new(PngDisplay::new(path.into(), *width, *height))),
+        } => Ok(Box::new(PngDisplay::new(
+            report_dir.join(path),
+            *width,
+            *height,
+        ))),
         DisplayConfig::Ssd1306 { .. } => Err(unavailable("ssd1306")),
         DisplayConfig::Spi { .. } => Err(unavailable("spi")),
         DisplayConfig::Framebuffer { .. } => Err(unavailable("framebuffer")),

@@ -83,12 +83,16 @@ pub struct ClassReport {
     pub accuracy: f64,
     pub macro_f1: f64,
     pub classes: BTreeMap<String, ClassMetrics>,
-    /// confusion[true][predicted] = count; "REVIEW" is a predicted column when the model abstains.
+    /// confusion[true][predicted top-1] = count.
     pub confusion: BTreeMap<String, BTreeMap<String, u64>>,
     /// Folders whose class the model does not know (all counted as wrong).
     pub unknown_classes: Vec<String>,
-    /// Crops sent to review (counted as wrong in accuracy and recall).
+    /// Crops the runtime would put in the review bucket (calibrated probability below the
+    /// manifest's threshold). The metrics above use the top-1 class of every crop.
     pub review: u64,
+    pub review_rate: f64,
+    /// Accuracy on the crops the runtime would count (not sent to review).
+    pub accepted_accuracy: f64,
     /// Files that could not be read.
     pub unreadable: Vec<String>,
 }
@@ -97,10 +101,18 @@ pub struct ClassReport {
 #[derive(Debug, Default)]
 pub struct ConfusionCounter {
     confusion: BTreeMap<String, BTreeMap<String, u64>>,
+    review: u64,
+    accepted_correct: u64,
 }
 
 impl ConfusionCounter {
-    pub fn add(&mut self, truth: &str, predicted: &str) {
+    /// Adds one crop: its true class, the model's top-1 class, and whether it would go to review.
+    pub fn add(&mut self, truth: &str, predicted: &str, review: bool) {
+        if review {
+            self.review += 1;
+        } else if truth == predicted {
+            self.accepted_correct += 1;
+        }
         *self
             .confusion
             .entry(truth.to_string())
@@ -117,16 +129,11 @@ impl ConfusionCounter {
             .iter()
             .map(|t| self.confusion[t].get(t).copied().unwrap_or(0))
             .sum();
-        let review = self
-            .confusion
-            .values()
-            .map(|r| r.get(crate::classify::REVIEW).copied().unwrap_or(0))
-            .sum();
         // Per-class metrics over every class that is a truth or a prediction.
         let mut codes: Vec<String> = truths.clone();
         for row in self.confusion.values() {
             for p in row.keys() {
-                if p != crate::classify::REVIEW && !codes.contains(p) {
+                if !codes.contains(p) {
                     codes.push(p.clone());
                 }
             }
@@ -178,7 +185,9 @@ impl ConfusionCounter {
             classes,
             confusion: self.confusion,
             unknown_classes,
-            review,
+            review: self.review,
+            review_rate: ratio(self.review, n),
+            accepted_accuracy: ratio(self.accepted_correct, n - self.review.min(n)),
             unreadable,
         }
     }
@@ -369,23 +378,25 @@ mod tests {
     fn metrics_from_confusion() {
         let mut c = ConfusionCounter::default();
         for _ in 0..8 {
-            c.add("BLA", "BLA");
+            c.add("BLA", "BLA", false);
         }
-        c.add("BLA", "LYT");
-        c.add("BLA", "REVIEW");
+        c.add("BLA", "LYT", false);
+        c.add("BLA", "NGS", true);
         for _ in 0..9 {
-            c.add("LYT", "LYT");
+            c.add("LYT", "LYT", false);
         }
-        c.add("XYZ", "LYT");
+        c.add("XYZ", "LYT", false);
         let r = c.report(&["BLA".into(), "LYT".into()], vec![]);
         assert_eq!(r.n, 20);
         assert!((r.accuracy - 17.0 / 20.0).abs() < 1e-9);
         assert!((r.classes["BLA"].recall - 0.8).abs() < 1e-9);
         assert!((r.classes["BLA"].precision - 1.0).abs() < 1e-9);
         assert!((r.classes["LYT"].precision - 9.0 / 11.0).abs() < 1e-9);
+        assert_eq!(r.classes["NGS"].precision, 0.0);
         assert_eq!(r.classes["XYZ"].f1, 0.0);
         assert_eq!(r.unknown_classes, vec!["XYZ".to_string()]);
         assert_eq!(r.review, 1);
+        assert!((r.accepted_accuracy - 17.0 / 19.0).abs() < 1e-9);
     }
 
     #[test]

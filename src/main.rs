@@ -232,7 +232,6 @@ fn run_cmd(
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
-    let mut display = open_display(&profile.display)?;
     log::info!("source: {}", src.describe());
     log::info!(
         "model: {} ({})",
@@ -245,6 +244,7 @@ fn run_cmd(
         annotate,
         progress: true,
     };
+    let mut display = open_display(&profile.display, &opts.report_dir)?;
     let summary = pipeline::run(&profile, src.as_mut(), &classifier, display.as_mut(), &opts)?;
     print_differential(&summary, &opts.report_dir);
     if let Some(truth) = truth {
@@ -408,7 +408,7 @@ fn eval_cmd(
                 }
             }
             for p in classifier.classify(&crops)? {
-                counter.add(class, classifier.label(&p));
+                counter.add(class, &classifier.manifest().classes[p.top], p.review);
             }
             bar.inc(chunk.len() as u64);
         }
@@ -420,8 +420,12 @@ fn eval_cmd(
         return Ok(());
     }
     println!(
-        "n={} accuracy={:.4} macro_f1={:.4} review={}",
-        report.n, report.accuracy, report.macro_f1, report.review
+        "n={} accuracy={:.4} macro_f1={:.4} (top-1); review {:.1} % of crops, accuracy of the rest {:.4}",
+        report.n,
+        report.accuracy,
+        report.macro_f1,
+        100.0 * report.review_rate,
+        report.accepted_accuracy
     );
     for (c, m) in &report.classes {
         println!(

@@ -169,8 +169,8 @@ impl VirtualSlide {
     /// Composes a slide from sprites on a smear-like background.
     pub fn compose(sprites: &[Sprite], opts: &SlideOptions) -> VirtualSlide {
         let mut rng = Rng::new(opts.seed);
-        let mut image = smear_background(opts.width, opts.height, &mut rng);
-        let spacing = 200.0;
+        let mut image = smear_background(opts.width, opts.height, sprites, &mut rng);
+        let spacing = 215.0;
         let margin = 130.0;
         let mut cells = Vec::new();
         let mut y = margin;
@@ -211,15 +211,37 @@ impl VirtualSlide {
 }
 
 /// Pale smear background with scattered red cells.
-fn smear_background(w: u32, h: u32, rng: &mut Rng) -> RgbImage {
-    let mut img = RgbImage::from_pixel(w, h, Rgb([226, 214, 212]));
-    let n_rbc = (w as usize * h as usize) / 9000;
+/// Background of the slide: the median border colour of the cell pictures (so the field looks like
+/// the smears the cells came from), with scattered red cells.
+fn smear_background(w: u32, h: u32, sprites: &[Sprite], rng: &mut Rng) -> RgbImage {
+    let mut img = RgbImage::from_pixel(w, h, border_median(sprites));
+    let n_rbc = (w as usize * h as usize) / 30000;
     for _ in 0..n_rbc {
         let (cx, cy) = (rng.unit() * w as f32, rng.unit() * h as f32);
         let r = 33.0 + rng.unit() * 8.0;
         draw_red_cell(&mut img, cx, cy, r);
     }
     img
+}
+
+/// Per-channel median of the corner pixels of every sprite.
+fn border_median(sprites: &[Sprite]) -> Rgb<u8> {
+    let mut channels: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for s in sprites {
+        let (w, h) = s.image.dimensions();
+        for (x, y) in [(2, 2), (w - 3, 2), (2, h - 3), (w - 3, h - 3)] {
+            let p = s.image.get_pixel(x, y).0;
+            for (c, v) in channels.iter_mut().zip(p) {
+                c.push(v);
+            }
+        }
+    }
+    let med = |v: &mut Vec<u8>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(220)
+    };
+    let [mut r, mut g, mut b] = channels;
+    Rgb([med(&mut r), med(&mut g), med(&mut b)])
 }
 
 fn draw_red_cell(img: &mut RgbImage, cx: f32, cy: f32, r: f32) {

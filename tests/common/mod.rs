@@ -73,7 +73,7 @@ pub fn write_board(dir: &Path, um_per_px: f32, report: &Path) -> PathBuf {
     let text = text
         .replace("um_per_px: 0.1,", &format!("um_per_px: {um_per_px},"))
         .replace(
-            "model: \"../models/marrow-int8.ron\"",
+            "model: \"../models/marrow-f32.ron\"",
             &format!("model: {:?}", shipped_manifest().display().to_string()),
         )
         .replace(

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Smoke test of the model pipeline (CI): tiny synthetic data set in the published Matek layout
+# (<CODE>/<range>/<CODE>_NNNNN.jpg) -> train.py (1 short epoch) -> export.py (ONNX f32, int8 QDQ,
+# calibration, manifests into a temp dir) -> load the int8 model in tract (python) with a fixed batch
+# of 1 and 8 and check the output shape; also the cached-feature trainer. Never touches models/*.onnx.
+#   VENV=models/train/.venv bash models/train/smoke.sh
+# Prints "smoke: N passed, M failed" last; exit status non-zero on any failure.
+set -u
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${VENV:-$HERE/.venv}"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ]; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$HERE/requirements.txt" || {
+    echo "smoke: could not create venv $VENV"; echo "smoke: 0 passed, 1 failed"; exit 1; }
+fi
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+check() { # name, command...
+  local name="$1"; shift
+  if "$@" >"$TMP/$name.log" 2>&1; then pass=$((pass+1)); echo "ok   $name"
+  else fail=$((fail+1)); echo "FAIL $name"; tail -20 "$TMP/$name.log"; fi
+}
+
+# synthetic data: 3 classes, 14 crops each, coloured discs of class-dependent size
+check synth "$PY" - "$TMP/data" <<'EOF'
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+root = Path(sys.argv[1]); rng = np.random.default_rng(0)
+for k, code in enumerate(["BLA", "EOS", "LYT"]):
+    d = root / code / "0001-1000"; d.mkdir(parents=True)
+    for i in range(14):
+        yy, xx = np.mgrid[:192, :192]
+        r = 30 + 20 * k + rng.integers(-5, 5)
+        img = np.full((192, 192, 3), 230, np.uint8)
+        m = (yy - 96) ** 2 + (xx - 96) ** 2 < r * r
+        img[m] = [120 + 40 * k, 60, 160 - 30 * k]
+        Image.fromarray(img).save(d / f"{code}_{i:05d}.jpg", quality=92)
+EOF
+
+check train "$PY" "$HERE/train.py" --data "synth=$TMP/data" --arch effl0t --size 64 --epochs 1 \
+  --batch 8 --max-per-class 14 --cache '' --out "$TMP/run"
+check export "$PY" "$HERE/export.py" --run "$TMP/run" --calib 9 --latency-runs 2 --ship "$TMP/ship"
+check tract_int8 "$PY" - "$TMP/ship" <<'EOF'
+import sys, re, numpy as np, tract
+from pathlib import Path
+ship = Path(sys.argv[1])
+ron = (ship / "marrow-int8.ron").read_text()
+classes = re.search(r"classes: \[([^\]]*)\]", ron).group(1).count('"') // 2
+size = int(re.search(r"input_size: (\d+)", ron).group(1))
+for b in (1, 8):
+    m = tract.onnx().load(str(ship / "marrow-int8.onnx"))
+    m.set_input_fact(0, f"{b},3,{size},{size},f32")
+    r = m.into_model().into_runnable()
+    y = r.run([np.random.default_rng(0).standard_normal((b, 3, size, size)).astype(np.float32)])[0].to_numpy()
+    assert y.shape == (b, classes), y.shape
+    assert np.isfinite(y).all()
+print("tract int8 ok", classes, size)
+EOF
+check manifest "$PY" "$HERE/manifest.py" --check "$TMP/ship/marrow-int8.ron" "$TMP/ship/marrow-f32.ron"
+check cached "$PY" "$HERE/train_cached.py" cache --data "synth=$TMP/data" --size 64 --max-per-class 14 \
+  --views 1 --cache '' --feat-dir "$TMP/feats"
+check cached_train "$PY" "$HERE/train_cached.py" train --data "synth=$TMP/data" --size 64 --max-per-class 14 \
+  --cache '' --feat-dir "$TMP/feats" --arch effl0t --minutes 0.05 --out "$TMP/run2"
+
+echo "smoke: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
