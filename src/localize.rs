@@ -206,33 +206,15 @@ struct Blob {
 impl Blob {
     /// The nuclear (undilated) pixels inside a grouped component.
     fn inside(group: &Component, mask: &GrayImage) -> Option<Blob> {
-        let mut blob = Blob {
-            x0: u32::MAX,
-            y0: u32::MAX,
-            x1: 0,
-            y1: 0,
-            area: 0,
-            cx: 0.0,
-            cy: 0.0,
-        };
+        let mut nucleus = Component::empty();
         for y in group.y0..group.y1 {
             for x in group.x0..group.x1 {
                 if mask.get_pixel(x, y).0[0] > 0 {
-                    blob.x0 = blob.x0.min(x);
-                    blob.y0 = blob.y0.min(y);
-                    blob.x1 = blob.x1.max(x + 1);
-                    blob.y1 = blob.y1.max(y + 1);
-                    blob.area += 1;
-                    blob.cx += x as f32;
-                    blob.cy += y as f32;
+                    nucleus.add(x, y);
                 }
             }
         }
-        (blob.area > 0).then(|| {
-            blob.cx /= blob.area as f32;
-            blob.cy /= blob.area as f32;
-            blob
-        })
+        (nucleus.area > 0).then(|| Blob::from_component(&nucleus, 0, 0))
     }
 
     fn from_component(c: &Component, dx: u32, dy: u32) -> Blob {
@@ -433,6 +415,31 @@ pub struct Component {
     pub sum_y: f32,
 }
 
+impl Component {
+    fn empty() -> Component {
+        Component {
+            x0: u32::MAX,
+            y0: u32::MAX,
+            x1: 0,
+            y1: 0,
+            area: 0,
+            sum_x: 0.0,
+            sum_y: 0.0,
+        }
+    }
+
+    /// Adds one pixel to the extent, area and centroid sums.
+    fn add(&mut self, x: u32, y: u32) {
+        self.x0 = self.x0.min(x);
+        self.y0 = self.y0.min(y);
+        self.x1 = self.x1.max(x + 1);
+        self.y1 = self.y1.max(y + 1);
+        self.area += 1;
+        self.sum_x += x as f32;
+        self.sum_y += y as f32;
+    }
+}
+
 /// 8-connected components of the set pixels of a mask.
 pub fn label_components(mask: &GrayImage) -> Vec<Component> {
     let (w, h) = mask.dimensions();
@@ -445,24 +452,10 @@ pub fn label_components(mask: &GrayImage) -> Vec<Component> {
         }
         seen[start as usize] = true;
         stack.push(start);
-        let mut c = Component {
-            x0: u32::MAX,
-            y0: u32::MAX,
-            x1: 0,
-            y1: 0,
-            area: 0,
-            sum_x: 0.0,
-            sum_y: 0.0,
-        };
+        let mut c = Component::empty();
         while let Some(i) = stack.pop() {
             let (x, y) = (i % w, i / w);
-            c.x0 = c.x0.min(x);
-            c.y0 = c.y0.min(y);
-            c.x1 = c.x1.max(x + 1);
-            c.y1 = c.y1.max(y + 1);
-            c.area += 1;
-            c.sum_x += x as f32;
-            c.sum_y += y as f32;
+            c.add(x, y);
             for dy in -1i32..=1 {
                 for dx in -1i32..=1 {
                     let (nx, ny) = (x as i32 + dx, y as i32 + dy);

@@ -100,6 +100,11 @@ pub fn run(
         seconds: 0.0,
         alerts: Vec::new(),
     };
+    let station = Station {
+        classifier,
+        profile,
+        report_dir: &opts.report_dir,
+    };
     let mut first_error: Option<String> = None;
     let mut last_draw = Instant::now();
     let mut source_ended = false;
@@ -126,22 +131,7 @@ pub fn run(
             summary.skipped_out_of_focus += 1;
         }
         counted.extend(tracker.observe(&loc.cells, um, |crops| classifier.classify(crops))?);
-        for cell in counted {
-            let alert = record(
-                &mut journal,
-                &mut tally,
-                classifier,
-                profile,
-                &opts.report_dir,
-                &cell,
-            )?;
-            summary.counted_now += 1;
-            if let Some(a) = alert {
-                log::warn!("{a}");
-                status.alerts.push(a.clone());
-                summary.alerts.push(a);
-            }
-        }
+        station.record_all(counted, &mut journal, &mut tally, &mut summary, &mut status)?;
         if let Some(dir) = &opts.annotate {
             annotate_frame(dir, frame.index, &frame.image, &loc)?;
         }
@@ -156,19 +146,14 @@ pub fn run(
         }
     }
     if source_ended && !tally.target_reached() {
-        for cell in tracker.finish() {
-            if let Some(a) = record(
-                &mut journal,
-                &mut tally,
-                classifier,
-                profile,
-                &opts.report_dir,
-                &cell,
-            )? {
-                summary.alerts.push(a);
-            }
-            summary.counted_now += 1;
-        }
+        let open_tracks = tracker.finish();
+        station.record_all(
+            open_tracks,
+            &mut journal,
+            &mut tally,
+            &mut summary,
+            &mut status,
+        )?;
     }
     bar.finish_and_clear();
     display.show(&tally, &status)?;
@@ -204,36 +189,63 @@ fn progress_bar(show: bool, tally: &Tally) -> ProgressBar {
     bar
 }
 
-/// Journals a counted cell, adds it to the tally, stores its crop; returns an alert if it is one.
-fn record(
-    journal: &mut Journal,
-    tally: &mut Tally,
-    classifier: &Classifier,
-    profile: &BoardProfile,
-    report_dir: &Path,
-    cell: &CountedCell,
-) -> Result<Option<String>, PipelineError> {
-    let label = classifier.label(&cell.view.prediction).to_string();
-    let entry = Entry::Count {
-        id: cell.track_id,
-        class: label.clone(),
-        p: cell.view.prediction.probability,
-        frame: cell.view.frame_index,
-        x: cell.world.0,
-        y: cell.world.1,
-    };
-    journal.append(&entry)?;
-    tally.apply(&entry)?;
-    let stored = report::store_crop(report_dir, cell.track_id, &label, &cell.view.crop)?;
-    let alerting = label == crate::tally::BLAST || profile.alert_classes.contains(&label);
-    Ok((alerting && label != REVIEW).then(|| {
-        format!(
-            "ALERT {label} (p={:.2}) at frame {}, evidence {}",
-            cell.view.prediction.probability,
-            cell.view.frame_index,
-            stored.display()
-        )
-    }))
+/// What recording a counted cell needs besides the journal and the tally.
+struct Station<'a> {
+    classifier: &'a Classifier,
+    profile: &'a BoardProfile,
+    report_dir: &'a Path,
+}
+
+impl Station<'_> {
+    /// Records counted cells; alerts go to the log, the screen and the summary.
+    fn record_all(
+        &self,
+        cells: Vec<CountedCell>,
+        journal: &mut Journal,
+        tally: &mut Tally,
+        summary: &mut RunSummary,
+        status: &mut ScreenStatus,
+    ) -> Result<(), PipelineError> {
+        for cell in cells {
+            summary.counted_now += 1;
+            if let Some(a) = self.record(journal, tally, &cell)? {
+                log::warn!("{a}");
+                status.alerts.push(a.clone());
+                summary.alerts.push(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals a counted cell, adds it to the tally, stores its crop; returns an alert if it is one.
+    fn record(
+        &self,
+        journal: &mut Journal,
+        tally: &mut Tally,
+        cell: &CountedCell,
+    ) -> Result<Option<String>, PipelineError> {
+        let label = self.classifier.label(&cell.view.prediction).to_string();
+        let entry = Entry::Count {
+            id: cell.track_id,
+            class: label.clone(),
+            p: cell.view.prediction.probability,
+            frame: cell.view.frame_index,
+            x: cell.world.0,
+            y: cell.world.1,
+        };
+        journal.append(&entry)?;
+        tally.apply(&entry)?;
+        let stored = report::store_crop(self.report_dir, cell.track_id, &label, &cell.view.crop)?;
+        let alerting = label == crate::tally::BLAST || self.profile.alert_classes.contains(&label);
+        Ok((alerting && label != REVIEW).then(|| {
+            format!(
+                "ALERT {label} (p={:.2}) at frame {}, evidence {}",
+                cell.view.prediction.probability,
+                cell.view.frame_index,
+                stored.display()
+            )
+        }))
+    }
 }
 
 /// Writes a frame with cell boxes drawn (green: complete, amber: cut by the edge).
