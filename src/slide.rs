@@ -144,11 +144,12 @@ pub fn folder_sprites(
     Ok(sprites)
 }
 
-/// Where the real data lives: `$MARROWSCOPE_DATA`, else `../shared/data` beside the working
-/// directory or beside the source tree.
+/// Where the real data lives: `$MARROWSCOPE_DATA` when set (a folder without `marrow/` then means
+/// "use the built-in atlas"), else `../shared/data` beside the working directory or the source tree.
 pub fn data_root() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("MARROWSCOPE_DATA") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.join("marrow").is_dir().then_some(p);
     }
     [
         PathBuf::from("../shared/data"),

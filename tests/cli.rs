@@ -284,3 +284,21 @@ fn held_out_crops_get_the_right_labels_through_the_binary() {
         assert!(v["accepted_accuracy"].as_f64().unwrap() >= acc);
     }
 }
+
+#[test]
+fn demo_runs_on_the_built_in_atlas_without_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marrowscope"))
+        .args(["run", "--report", report.to_str().unwrap()])
+        .env("MARROWSCOPE_DATA", tmp.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("built-in atlas"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Differential count"));
+    let diff = read_json(&report.join("differential.json"));
+    assert!(diff["total"].as_u64().unwrap() > 20);
+    assert!(report.join("screen.png").is_file());
+}
