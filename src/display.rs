@@ -270,7 +270,9 @@ pub fn open_display(
         ))),
         DisplayConfig::Ssd1306 { .. } => Err(unavailable("ssd1306")),
         DisplayConfig::Spi { .. } => Err(unavailable("spi")),
-        DisplayConfig::Framebuffer { .. } => Err(unavailable("framebuffer")),
+        DisplayConfig::Framebuffer { device } => Ok(Box::new(FramebufferDisplay::open(
+            std::path::Path::new(device),
+        )?)),
     }
 }
 
@@ -279,6 +281,117 @@ fn unavailable(kind: &str) -> DisplayError {
         kind: kind.into(),
         message: "this panel driver is not in this release; use Png or None in the board profile"
             .into(),
+    }
+}
+
+/// The Linux framebuffer (HDMI / DSI panels): the count screen packed to the device's pixel
+/// format (16-bit RGB565, 24-bit BGR or 32-bit BGRX) and written from the first byte.
+pub struct FramebufferDisplay {
+    file: std::fs::File,
+    device: String,
+    stride: usize,
+    bits_per_pixel: u32,
+    canvas: Canvas,
+}
+
+impl FramebufferDisplay {
+    /// Opens `/dev/fbN`, reading its geometry from `/sys/class/graphics/fbN/`.
+    pub fn open(device: &std::path::Path) -> Result<FramebufferDisplay, DisplayError> {
+        let shown = device.display().to_string();
+        let err = |message: String| DisplayError::Unavailable {
+            kind: format!("framebuffer {shown}"),
+            message,
+        };
+        let name = device
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| err("not a device path".into()))?;
+        let sys = std::path::Path::new("/sys/class/graphics").join(name);
+        let read = |f: &str| {
+            std::fs::read_to_string(sys.join(f))
+                .map_err(|e| err(format!("{}: {e}", sys.join(f).display())))
+        };
+        let size = read("virtual_size")?;
+        let (w, h) = size
+            .trim()
+            .split_once(',')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .ok_or_else(|| err(format!("unreadable virtual_size {size:?}")))?;
+        let bpp: u32 = read("bits_per_pixel")?
+            .trim()
+            .parse()
+            .map_err(|_| err("unreadable bits_per_pixel".into()))?;
+        let stride: usize = read("stride")?
+            .trim()
+            .parse()
+            .map_err(|_| err("unreadable stride".into()))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map_err(|e| err(e.to_string()))?;
+        FramebufferDisplay::with_geometry(file, &shown, w, h, bpp, stride)
+    }
+
+    /// A framebuffer of known geometry on any writable file (tests use a plain file).
+    pub fn with_geometry(
+        file: std::fs::File,
+        device: &str,
+        width: u32,
+        height: u32,
+        bits_per_pixel: u32,
+        stride: usize,
+    ) -> Result<FramebufferDisplay, DisplayError> {
+        if !matches!(bits_per_pixel, 16 | 24 | 32)
+            || stride < width as usize * bits_per_pixel as usize / 8
+        {
+            return Err(DisplayError::Unavailable {
+                kind: format!("framebuffer {device}"),
+                message: format!(
+                    "unsupported format: {bits_per_pixel} bits per pixel, stride {stride}"
+                ),
+            });
+        }
+        Ok(FramebufferDisplay {
+            file,
+            device: device.to_string(),
+            stride,
+            bits_per_pixel,
+            canvas: Canvas::new(width, height),
+        })
+    }
+}
+
+/// Packs an RGB image into framebuffer rows of `stride` bytes.
+pub fn pack_framebuffer(img: &RgbImage, bits_per_pixel: u32, stride: usize) -> Vec<u8> {
+    let mut out = vec![0u8; stride * img.height() as usize];
+    for (y, row) in out.chunks_exact_mut(stride).enumerate() {
+        for x in 0..img.width() {
+            let [r, g, b] = img.get_pixel(x, y as u32).0;
+            let i = x as usize * bits_per_pixel as usize / 8;
+            match bits_per_pixel {
+                16 => {
+                    let v = ((r as u16 >> 3) << 11) | ((g as u16 >> 2) << 5) | (b as u16 >> 3);
+                    row[i..i + 2].copy_from_slice(&v.to_le_bytes());
+                }
+                24 => row[i..i + 3].copy_from_slice(&[b, g, r]),
+                _ => row[i..i + 4].copy_from_slice(&[b, g, r, 0xff]),
+            }
+        }
+    }
+    out
+}
+
+impl Display for FramebufferDisplay {
+    fn show(&mut self, tally: &Tally, status: &ScreenStatus) -> Result<(), DisplayError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let Ok(()) = draw_count_screen(&mut self.canvas, tally, status);
+        let bytes = pack_framebuffer(&self.canvas.image, self.bits_per_pixel, self.stride);
+        let err = |e: std::io::Error| DisplayError::Write {
+            path: self.device.clone(),
+            message: e.to_string(),
+        };
+        self.file.seek(SeekFrom::Start(0)).map_err(err)?;
+        self.file.write_all(&bytes).map_err(err)
     }
 }
 
@@ -312,5 +425,45 @@ mod tests {
             .count();
         assert!(lit > 200, "{lit}");
         assert_eq!(canvas.image.get_pixel(7, 24).0, [120, 90, 200]);
+    }
+
+    #[test]
+    fn framebuffer_writer_packs_16_24_and_32_bit_pixels() {
+        let mut tally = Tally::new(4);
+        tally
+            .apply(&Entry::Count {
+                id: 0,
+                class: "NGS".into(),
+                p: 0.9,
+                frame: 0,
+                x: 0.0,
+                y: 0.0,
+            })
+            .unwrap();
+        for (bpp, expect) in [
+            (16u32, vec![0xd9u8, 0x7a]),
+            (24, vec![200, 90, 120]),
+            (32, vec![200, 90, 120, 0xff]),
+        ] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            let stride = 320 * bpp as usize / 8 + 16;
+            let mut fb = FramebufferDisplay::with_geometry(
+                file.reopen().unwrap(),
+                "fb-test",
+                320,
+                240,
+                bpp,
+                stride,
+            )
+            .unwrap();
+            fb.show(&tally, &ScreenStatus::default()).unwrap();
+            let bytes = std::fs::read(file.path()).unwrap();
+            assert_eq!(bytes.len(), stride * 240);
+            // The progress bar (accent colour 120, 90, 200) at x = 7, y = 24.
+            let i = 24 * stride + 7 * bpp as usize / 8;
+            assert_eq!(&bytes[i..i + expect.len()], &expect[..], "{bpp} bpp");
+        }
+        let file = tempfile::tempfile().unwrap();
+        assert!(FramebufferDisplay::with_geometry(file, "fb", 320, 240, 8, 320).is_err());
     }
 }
