@@ -6,7 +6,7 @@ use crate::config::DisplayConfig;
 use crate::tally::Tally;
 use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_7X13_BOLD, FONT_9X15_BOLD};
 use embedded_graphics::mono_font::MonoTextStyle;
-use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::pixelcolor::{BinaryColor, Rgb888};
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
@@ -268,7 +268,7 @@ pub fn open_display(
             *width,
             *height,
         ))),
-        DisplayConfig::Ssd1306 { .. } => Err(unavailable("ssd1306")),
+        DisplayConfig::Ssd1306 { i2c, address } => open_ssd1306(i2c, *address),
         DisplayConfig::Spi { .. } => Err(unavailable("spi")),
         DisplayConfig::Framebuffer { device } => Ok(Box::new(FramebufferDisplay::open(
             std::path::Path::new(device),
@@ -395,6 +395,97 @@ impl Display for FramebufferDisplay {
     }
 }
 
+/// Draws the compact count screen for a 128x64 monochrome OLED.
+pub fn draw_mono_screen<D>(
+    target: &mut D,
+    tally: &Tally,
+    status: &ScreenStatus,
+) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = BinaryColor>,
+{
+    let style = MonoTextStyle::new(&FONT_6X10, BinaryColor::On);
+    target.clear(BinaryColor::Off)?;
+    let head = format!(
+        "{}/{} rev {}",
+        tally.classified(),
+        tally.target,
+        tally.review()
+    );
+    Text::new(&head, Point::new(0, 8), style).draw(target)?;
+    let mut counts: Vec<(String, u64)> = tally
+        .counts()
+        .into_iter()
+        .filter(|(c, _)| c != crate::classify::REVIEW)
+        .collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (i, (class, n)) in counts.iter().take(3).enumerate() {
+        let line = format!("{class:<4}{n:>4} {:5.1}%", tally.percent(class));
+        Text::new(&line, Point::new(0, 20 + 11 * i as i32), style).draw(target)?;
+    }
+    let (blast, ci) = tally.blast_percent();
+    let last = match (status.alerts.last(), ci) {
+        (Some(_), _) => "ALERT: see log".to_string(),
+        (None, Some(i)) => format!("BLA {blast:.1}% {:.0}-{:.0}", i.low, i.high),
+        (None, None) => "BLA -".to_string(),
+    };
+    Text::new(&last, Point::new(0, 62), style).draw(target)?;
+    Ok(())
+}
+
+/// A 128x64 SSD1306 OLED on any I2C bus (on the board: linux-embedded-hal's `I2cdev`).
+pub struct Ssd1306Display<I: embedded_hal::i2c::I2c> {
+    oled: ssd1306::Ssd1306<
+        display_interface_i2c::I2CInterface<I>,
+        ssd1306::size::DisplaySize128x64,
+        ssd1306::mode::BufferedGraphicsMode<ssd1306::size::DisplaySize128x64>,
+    >,
+}
+
+impl<I: embedded_hal::i2c::I2c> Ssd1306Display<I> {
+    /// Sends the panel's init sequence.
+    pub fn new(i2c: I, address: u8) -> Result<Ssd1306Display<I>, DisplayError> {
+        use ssd1306::prelude::*;
+        let interface = ssd1306::I2CDisplayInterface::new_custom_address(i2c, address);
+        let mut oled =
+            ssd1306::Ssd1306::new(interface, DisplaySize128x64, DisplayRotation::Rotate0)
+                .into_buffered_graphics_mode();
+        oled.init()
+            .map_err(|e| ssd1306_error(format!("init: {e:?}")))?;
+        Ok(Ssd1306Display { oled })
+    }
+}
+
+fn ssd1306_error(message: String) -> DisplayError {
+    DisplayError::Unavailable {
+        kind: "ssd1306".into(),
+        message,
+    }
+}
+
+impl<I: embedded_hal::i2c::I2c> Display for Ssd1306Display<I> {
+    fn show(&mut self, tally: &Tally, status: &ScreenStatus) -> Result<(), DisplayError> {
+        self.oled.clear_buffer();
+        draw_mono_screen(&mut self.oled, tally, status)
+            .map_err(|e| ssd1306_error(format!("draw: {e:?}")))?;
+        self.oled
+            .flush()
+            .map_err(|e| ssd1306_error(format!("flush: {e:?}")))
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_ssd1306(bus: &str, address: u8) -> Result<Box<dyn Display>, DisplayError> {
+    let i2c =
+        linux_embedded_hal::I2cdev::new(bus).map_err(|e| ssd1306_error(format!("{bus}: {e}")))?;
+    Ok(Box::new(Ssd1306Display::new(i2c, address)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_ssd1306(bus: &str, _address: u8) -> Result<Box<dyn Display>, DisplayError> {
+    Err(ssd1306_error(format!("{bus}: I2C needs Linux")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,5 +556,69 @@ mod tests {
         }
         let file = tempfile::tempfile().unwrap();
         assert!(FramebufferDisplay::with_geometry(file, "fb", 320, 240, 8, 320).is_err());
+    }
+
+    /// An I2C bus that records every write, standing in for /dev/i2c-1.
+    #[derive(Default)]
+    struct RecordingI2c {
+        writes: Vec<(u8, Vec<u8>)>,
+    }
+
+    impl embedded_hal::i2c::ErrorType for RecordingI2c {
+        type Error = embedded_hal::i2c::ErrorKind;
+    }
+
+    impl embedded_hal::i2c::I2c for RecordingI2c {
+        fn transaction(
+            &mut self,
+            address: u8,
+            operations: &mut [embedded_hal::i2c::Operation<'_>],
+        ) -> Result<(), Self::Error> {
+            for op in operations {
+                if let embedded_hal::i2c::Operation::Write(bytes) = op {
+                    self.writes.push((address, bytes.to_vec()));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn ssd1306_init_sequence_and_pixel_stream() {
+        let mut tally = Tally::new(200);
+        tally
+            .apply(&Entry::Count {
+                id: 0,
+                class: "BLA".into(),
+                p: 0.9,
+                frame: 0,
+                x: 0.0,
+                y: 0.0,
+            })
+            .unwrap();
+        let oled = Ssd1306Display::new(RecordingI2c::default(), 0x3C).unwrap();
+        let init: Vec<(u8, Vec<u8>)> = oled.oled.release().release().writes;
+        assert!(
+            init.iter().all(|(a, b)| *a == 0x3C && b[0] == 0x00),
+            "commands go with control byte 0x00"
+        );
+        let commands: Vec<u8> = init.iter().flat_map(|(_, b)| b[1..].to_vec()).collect();
+        assert_eq!(commands.first(), Some(&0xAE), "display off first");
+        assert!(
+            commands.contains(&0x8D) && commands.contains(&0xAF),
+            "charge pump and display on"
+        );
+        let mut oled = Ssd1306Display::new(RecordingI2c::default(), 0x3D).unwrap();
+        oled.show(&tally, &ScreenStatus::default()).unwrap();
+        let bus = oled.oled.release().release();
+        let pixels: Vec<u8> = bus
+            .writes
+            .iter()
+            .filter(|(a, b)| *a == 0x3D && b[0] == 0x40)
+            .flat_map(|(_, b)| b[1..].to_vec())
+            .collect();
+        assert_eq!(pixels.len(), 128 * 64 / 8, "one full frame of pixel data");
+        let lit: u32 = pixels.iter().map(|b| b.count_ones()).sum();
+        assert!(lit > 200, "text was drawn: {lit} pixels on");
     }
 }
