@@ -73,6 +73,45 @@ impl DrawTarget for Canvas {
     }
 }
 
+/// A monochrome picture that embedded-graphics can draw on (OLED previews, tests).
+pub struct MonoCanvas {
+    pub image: image::GrayImage,
+}
+
+impl MonoCanvas {
+    pub fn new(width: u32, height: u32) -> MonoCanvas {
+        MonoCanvas {
+            image: image::GrayImage::new(width, height),
+        }
+    }
+}
+
+impl OriginDimensions for MonoCanvas {
+    fn size(&self) -> Size {
+        Size::new(self.image.width(), self.image.height())
+    }
+}
+
+impl DrawTarget for MonoCanvas {
+    type Color = BinaryColor;
+    type Error = Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Pixel<Self::Color>>,
+    {
+        let (w, h) = self.image.dimensions();
+        for Pixel(p, c) in pixels {
+            if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
+                let v = if c.is_on() { 255 } else { 0 };
+                self.image
+                    .put_pixel(p.x as u32, p.y as u32, image::Luma([v]));
+            }
+        }
+        Ok(())
+    }
+}
+
 const BACKGROUND: Rgb888 = Rgb888::new(16, 20, 32);
 const TEXT: Rgb888 = Rgb888::new(230, 232, 240);
 const DIM: Rgb888 = Rgb888::new(140, 146, 170);
