@@ -35,65 +35,53 @@ pub struct ScreenStatus {
     pub paused: bool,
 }
 
-/// An RGB image that embedded-graphics can draw on.
-pub struct Canvas {
-    pub image: RgbImage,
+/// How a drawing colour becomes an image pixel.
+pub trait CanvasPixel: image::Pixel<Subpixel = u8> {
+    type Color: PixelColor;
+    fn from_color(color: Self::Color) -> Self;
 }
 
-impl Canvas {
-    pub fn new(width: u32, height: u32) -> Canvas {
-        Canvas {
-            image: RgbImage::new(width, height),
-        }
-    }
-}
-
-impl OriginDimensions for Canvas {
-    fn size(&self) -> Size {
-        Size::new(self.image.width(), self.image.height())
-    }
-}
-
-impl DrawTarget for Canvas {
+impl CanvasPixel for Rgb<u8> {
     type Color = Rgb888;
-    type Error = Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Self::Color>>,
-    {
-        let (w, h) = self.image.dimensions();
-        for Pixel(p, c) in pixels {
-            if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
-                self.image
-                    .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
-            }
-        }
-        Ok(())
+    fn from_color(c: Rgb888) -> Self {
+        Rgb([c.r(), c.g(), c.b()])
     }
 }
 
-/// A monochrome picture that embedded-graphics can draw on (OLED previews, tests).
-pub struct MonoCanvas {
-    pub image: image::GrayImage,
+impl CanvasPixel for image::Luma<u8> {
+    type Color = BinaryColor;
+    fn from_color(c: BinaryColor) -> Self {
+        image::Luma([if c.is_on() { 255 } else { 0 }])
+    }
 }
 
-impl MonoCanvas {
-    pub fn new(width: u32, height: u32) -> MonoCanvas {
-        MonoCanvas {
-            image: image::GrayImage::new(width, height),
+/// An image that embedded-graphics can draw on: RGB for colour panels and PNG snapshots, grey for
+/// monochrome OLED previews.
+pub struct ImageCanvas<P: CanvasPixel> {
+    pub image: image::ImageBuffer<P, Vec<u8>>,
+}
+
+/// Colour canvas.
+pub type Canvas = ImageCanvas<Rgb<u8>>;
+/// Monochrome canvas.
+pub type MonoCanvas = ImageCanvas<image::Luma<u8>>;
+
+impl<P: CanvasPixel> ImageCanvas<P> {
+    pub fn new(width: u32, height: u32) -> ImageCanvas<P> {
+        ImageCanvas {
+            image: image::ImageBuffer::new(width, height),
         }
     }
 }
 
-impl OriginDimensions for MonoCanvas {
+impl<P: CanvasPixel> OriginDimensions for ImageCanvas<P> {
     fn size(&self) -> Size {
         Size::new(self.image.width(), self.image.height())
     }
 }
 
-impl DrawTarget for MonoCanvas {
-    type Color = BinaryColor;
+impl<P: CanvasPixel> DrawTarget for ImageCanvas<P> {
+    type Color = P::Color;
     type Error = Infallible;
 
     fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
@@ -103,9 +91,8 @@ impl DrawTarget for MonoCanvas {
         let (w, h) = self.image.dimensions();
         for Pixel(p, c) in pixels {
             if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
-                let v = if c.is_on() { 255 } else { 0 };
                 self.image
-                    .put_pixel(p.x as u32, p.y as u32, image::Luma([v]));
+                    .put_pixel(p.x as u32, p.y as u32, P::from_color(c));
             }
         }
         Ok(())
