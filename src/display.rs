@@ -517,21 +517,27 @@ mod tests {
     use super::*;
     use crate::tally::Entry;
 
+    /// A tally with one counted cell per listed class.
+    fn tally_of(target: u32, classes: &[&str]) -> Tally {
+        let mut tally = Tally::new(target);
+        for (i, c) in classes.iter().enumerate() {
+            let (id, class) = (i as u64, c.to_string());
+            let entry = Entry::Count {
+                id,
+                class,
+                p: 0.9,
+                frame: 0,
+                x: 0.0,
+                y: 0.0,
+            };
+            tally.apply(&entry).unwrap();
+        }
+        tally
+    }
+
     #[test]
     fn count_screen_shows_counts() {
-        let mut tally = Tally::new(200);
-        for (i, c) in ["NGS", "NGS", "BLA", "LYT"].iter().enumerate() {
-            tally
-                .apply(&Entry::Count {
-                    id: i as u64,
-                    class: c.to_string(),
-                    p: 0.9,
-                    frame: 0,
-                    x: 0.0,
-                    y: 0.0,
-                })
-                .unwrap();
-        }
+        let tally = tally_of(200, &["NGS", "NGS", "BLA", "LYT"]);
         let mut canvas = Canvas::new(320, 240);
         let Ok(()) = draw_count_screen(&mut canvas, &tally, &ScreenStatus::default());
         // Something was drawn in the class rows and the progress bar is partly filled.
@@ -546,17 +552,7 @@ mod tests {
 
     #[test]
     fn framebuffer_writer_packs_16_24_and_32_bit_pixels() {
-        let mut tally = Tally::new(4);
-        tally
-            .apply(&Entry::Count {
-                id: 0,
-                class: "NGS".into(),
-                p: 0.9,
-                frame: 0,
-                x: 0.0,
-                y: 0.0,
-            })
-            .unwrap();
+        let tally = tally_of(4, &["NGS"]);
         for (bpp, expect) in [
             (16u32, vec![0xd9u8, 0x7a]),
             (24, vec![200, 90, 120]),
@@ -611,17 +607,7 @@ mod tests {
 
     #[test]
     fn ssd1306_init_sequence_and_pixel_stream() {
-        let mut tally = Tally::new(200);
-        tally
-            .apply(&Entry::Count {
-                id: 0,
-                class: "BLA".into(),
-                p: 0.9,
-                frame: 0,
-                x: 0.0,
-                y: 0.0,
-            })
-            .unwrap();
+        let tally = tally_of(200, &["BLA"]);
         let oled = Ssd1306Display::new(RecordingI2c::default(), 0x3C).unwrap();
         let init: Vec<(u8, Vec<u8>)> = oled.oled.release().release().writes;
         assert!(
