@@ -91,18 +91,57 @@ pub enum DisplayConfig {
     },
     /// Monochrome SSD1306 OLED on I2C.
     Ssd1306 { i2c: String, address: u8 },
-    /// ST7789 / ILI9341 colour panel on SPI.
+    /// ST7789 / ILI9341 colour panel on SPI: `spi` is the spidev node, the data/command (and
+    /// optional reset) lines are offsets on the GPIO character device `gpio_chip`.
     Spi {
         spi: String,
-        controller: String,
+        controller: PanelController,
         width: u32,
         height: u32,
-        dc_chip: String,
+        /// Inverted colours (most ST7789 modules need it).
+        #[serde(default)]
+        invert: bool,
+        gpio_chip: String,
         dc_line: u32,
+        #[serde(default)]
         reset_line: Option<u32>,
     },
     /// Linux framebuffer device (HDMI / DSI).
     Framebuffer { device: String },
+}
+
+/// The controller chip of an SPI colour panel.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum PanelController {
+    St7789,
+    Ili9341,
+}
+
+impl PanelController {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PanelController::St7789 => "st7789",
+            PanelController::Ili9341 => "ili9341",
+        }
+    }
+}
+
+/// Four push buttons on a GPIO character device (line offsets), wired to ground unless
+/// `active_low` is false.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsConfig {
+    pub gpio_chip: String,
+    pub start_pause: u32,
+    pub next_screen: u32,
+    pub correct: u32,
+    pub reset: u32,
+    #[serde(default = "default_true")]
+    pub active_low: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A complete board profile.
@@ -117,6 +156,9 @@ pub struct BoardProfile {
     /// Path of the model manifest (RON), relative to the profile file.
     pub model: String,
     pub display: DisplayConfig,
+    /// Operator buttons (none when absent; keys on the terminal always work).
+    #[serde(default)]
+    pub buttons: Option<ButtonsConfig>,
     /// Stop counting at this many classified cells (e.g. 200 or 500).
     pub count_target: u32,
     /// Folder for reports and the count journal, relative to the working directory.
@@ -248,6 +290,25 @@ impl BoardProfile {
         if self.batch == 0 || self.batch > 256 {
             return Err(invalid("batch", "must be between 1 and 256".to_string()));
         }
+        if let DisplayConfig::Spi { width, height, .. } = &self.display {
+            let (short, long) = ((*width).min(*height), (*width).max(*height));
+            if short == 0 || short > 240 || long > 320 {
+                return Err(invalid(
+                    "display",
+                    format!("{width}x{height} does not fit a 240x320 SPI panel"),
+                ));
+            }
+        }
+        if let Some(b) = &self.buttons {
+            let mut lines = [b.start_pause, b.next_screen, b.correct, b.reset];
+            lines.sort_unstable();
+            if lines.windows(2).any(|w| w[0] == w[1]) {
+                return Err(invalid(
+                    "buttons",
+                    "two buttons share one GPIO line".to_string(),
+                ));
+            }
+        }
         if self.model.trim().is_empty() {
             return Err(invalid("model", "names no model manifest".to_string()));
         }
@@ -304,5 +365,50 @@ mod tests {
         let text = DESKTOP_PROFILE.replacen("count_target:", "count_targte:", 1);
         let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
         assert!(err.to_string().contains("count_targte"), "{err}");
+    }
+
+    const RPI4: &str = include_str!("../board/rpi4-hq-camera.ron");
+
+    #[test]
+    fn spi_panel_and_buttons_profile_parses() {
+        let p = BoardProfile::parse(RPI4, "rpi4.ron", PathBuf::new()).unwrap();
+        match &p.display {
+            DisplayConfig::Spi {
+                controller,
+                width,
+                reset_line,
+                invert,
+                ..
+            } => {
+                assert_eq!(*controller, PanelController::St7789);
+                assert_eq!((*width, *reset_line, *invert), (240, Some(27), true));
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = p.buttons.expect("buttons");
+        assert_eq!((b.start_pause, b.reset, b.active_low), (5, 19, true));
+    }
+
+    #[test]
+    fn bad_panel_and_button_settings_are_named() {
+        let text = RPI4.replacen("controller: St7789", "controller: St7735", 1);
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        let line = text.lines().position(|l| l.contains("St7735")).unwrap() + 1;
+        assert!(
+            err.to_string().starts_with(&format!("x.ron:{line}:")),
+            "{err}"
+        );
+
+        let text = RPI4.replacen(
+            "width: 240,\n        height: 240",
+            "width: 480,\n        height: 320",
+            1,
+        );
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        assert!(err.to_string().contains("240x320 SPI panel"), "{err}");
+
+        let text = RPI4.replacen("reset: 19", "reset: 5", 1);
+        let err = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        assert!(err.to_string().contains("share one GPIO line"), "{err}");
     }
 }

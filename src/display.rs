@@ -1,6 +1,7 @@
 //! What the operator sees: the live count screen drawn with embedded-graphics onto any
 //! `DrawTarget`, and the display backends chosen in the board profile (PNG snapshot for
-//! headless/desktop use, none).
+//! headless/desktop use, none, an SSD1306 OLED on I2C; the Linux framebuffer is in `framebuffer`,
+//! SPI colour panels in `spi_panel`).
 
 use crate::config::DisplayConfig;
 use crate::tally::Tally;
@@ -33,6 +34,12 @@ pub struct ScreenStatus {
     pub alerts: Vec<String>,
     pub source: String,
     pub paused: bool,
+    /// The last message for the operator (a correction, a reset question), shown in the footer.
+    pub notice: Option<(String, std::time::Instant)>,
+    /// Which screen the operator chose (next-screen button/key); displays with one screen ignore it.
+    pub screen: usize,
+    /// The latest camera frame with its cells boxed and labelled, for displays that show it.
+    pub preview: Option<std::sync::Arc<RgbImage>>,
 }
 
 /// How a drawing colour becomes an image pixel.
@@ -104,13 +111,59 @@ const TEXT: Rgb888 = Rgb888::new(230, 232, 240);
 const DIM: Rgb888 = Rgb888::new(140, 146, 170);
 const ACCENT: Rgb888 = Rgb888::new(120, 90, 200);
 const ALERT: Rgb888 = Rgb888::new(235, 70, 70);
+const ACCENT_LIGHT: Rgb888 = Rgb888::new(190, 170, 250);
 
-/// Draws the live count screen on a colour target of any size (from 240x240 up).
+/// Draws the screen the operator chose on a colour target of any size (from 240x240 up): the
+/// live counts, or the last counted cells (to check before correcting one).
 pub fn draw_count_screen<D>(
     target: &mut D,
     tally: &Tally,
     status: &ScreenStatus,
 ) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888> + OriginDimensions,
+{
+    match status.screen % 2 {
+        0 => draw_counts(target, tally, status),
+        _ => draw_recent_cells(target, tally, status),
+    }
+}
+
+/// The last counted cells, newest first, with their probability; corrected ones show both classes.
+fn draw_recent_cells<D>(
+    target: &mut D,
+    tally: &Tally,
+    status: &ScreenStatus,
+) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888> + OriginDimensions,
+{
+    let size = target.size();
+    target.clear(BACKGROUND)?;
+    let title = MonoTextStyle::new(&FONT_9X15_BOLD, TEXT);
+    let body = MonoTextStyle::new(&FONT_6X10, TEXT);
+    let small = MonoTextStyle::new(&FONT_6X10, DIM);
+    Text::new("Last cells", Point::new(6, 16), title).draw(target)?;
+    let rows = ((size.height as i32 - 40) / 12).max(1) as usize;
+    for (i, r) in tally.records().iter().rev().take(rows).enumerate() {
+        let class = if r.class == r.model_class {
+            r.class.clone()
+        } else {
+            format!("{} (model {})", r.class, r.model_class)
+        };
+        let line = format!("#{:<5} {class:<18} p {:.2}", r.id, r.probability);
+        Text::new(&line, Point::new(6, 34 + 12 * i as i32), body).draw(target)?;
+    }
+    let foot = match &status.notice {
+        Some((n, _)) => n.clone(),
+        None => "correct: review / hold: discard".into(),
+    };
+    Text::new(&foot, Point::new(6, size.height as i32 - 6), small).draw(target)?;
+    Ok(())
+}
+
+/// The live count: total and target, classes with bars, blasts with interval, M:E, review, alerts.
+fn draw_counts<D>(target: &mut D, tally: &Tally, status: &ScreenStatus) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888> + OriginDimensions,
 {
@@ -212,14 +265,20 @@ where
     )
     .draw(target)?;
     let alert = status.alerts.last().cloned();
-    match alert {
-        Some(a) => Text::new(
+    match (&status.notice, alert) {
+        (Some((notice, _)), _) => Text::new(
+            notice,
+            Point::new(6, base),
+            MonoTextStyle::new(&FONT_6X10, ACCENT_LIGHT),
+        )
+        .draw(target)?,
+        (None, Some(a)) => Text::new(
             &a,
             Point::new(6, base),
             MonoTextStyle::new(&FONT_6X10, ALERT),
         )
         .draw(target)?,
-        None => Text::new(
+        (None, None) => Text::new(
             &format!("{:.1} fps  frame {}", status.fps, status.frames),
             Point::new(6, base),
             small,
@@ -233,6 +292,11 @@ where
 pub trait Display {
     /// Redraws the screen with the current count.
     fn show(&mut self, tally: &Tally, status: &ScreenStatus) -> Result<(), DisplayError>;
+
+    /// The largest camera preview this display shows, if it shows one.
+    fn preview_size(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// No display: headless counting.
@@ -295,129 +359,33 @@ pub fn open_display(
             *height,
         ))),
         DisplayConfig::Ssd1306 { i2c, address } => open_ssd1306(i2c, *address),
-        DisplayConfig::Spi { .. } => Err(unavailable("spi")),
-        DisplayConfig::Framebuffer { device } => Ok(Box::new(FramebufferDisplay::open(
-            std::path::Path::new(device),
-        )?)),
-    }
-}
-
-fn unavailable(kind: &str) -> DisplayError {
-    DisplayError::Unavailable {
-        kind: kind.into(),
-        message: "this panel driver is not in this release; use Png or None in the board profile"
-            .into(),
-    }
-}
-
-/// The Linux framebuffer (HDMI / DSI panels): the count screen packed to the device's pixel
-/// format (16-bit RGB565, 24-bit BGR or 32-bit BGRX) and written from the first byte.
-pub struct FramebufferDisplay {
-    file: std::fs::File,
-    device: String,
-    stride: usize,
-    bits_per_pixel: u32,
-    canvas: Canvas,
-}
-
-impl FramebufferDisplay {
-    /// Opens `/dev/fbN`, reading its geometry from `/sys/class/graphics/fbN/`.
-    pub fn open(device: &std::path::Path) -> Result<FramebufferDisplay, DisplayError> {
-        let shown = device.display().to_string();
-        let err = |message: String| DisplayError::Unavailable {
-            kind: format!("framebuffer {shown}"),
-            message,
-        };
-        let name = device
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| err("not a device path".into()))?;
-        let sys = std::path::Path::new("/sys/class/graphics").join(name);
-        let read = |f: &str| {
-            std::fs::read_to_string(sys.join(f))
-                .map_err(|e| err(format!("{}: {e}", sys.join(f).display())))
-        };
-        let size = read("virtual_size")?;
-        let (w, h) = size
-            .trim()
-            .split_once(',')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-            .ok_or_else(|| err(format!("unreadable virtual_size {size:?}")))?;
-        let bpp: u32 = read("bits_per_pixel")?
-            .trim()
-            .parse()
-            .map_err(|_| err("unreadable bits_per_pixel".into()))?;
-        let stride: usize = read("stride")?
-            .trim()
-            .parse()
-            .map_err(|_| err("unreadable stride".into()))?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(device)
-            .map_err(|e| err(e.to_string()))?;
-        FramebufferDisplay::with_geometry(file, &shown, w, h, bpp, stride)
-    }
-
-    /// A framebuffer of known geometry on any writable file (tests use a plain file).
-    pub fn with_geometry(
-        file: std::fs::File,
-        device: &str,
-        width: u32,
-        height: u32,
-        bits_per_pixel: u32,
-        stride: usize,
-    ) -> Result<FramebufferDisplay, DisplayError> {
-        if !matches!(bits_per_pixel, 16 | 24 | 32)
-            || stride < width as usize * bits_per_pixel as usize / 8
-        {
-            return Err(DisplayError::Unavailable {
-                kind: format!("framebuffer {device}"),
-                message: format!(
-                    "unsupported format: {bits_per_pixel} bits per pixel, stride {stride}"
-                ),
-            });
+        DisplayConfig::Spi {
+            spi,
+            controller,
+            width,
+            height,
+            invert,
+            gpio_chip,
+            dc_line,
+            reset_line,
+        } => {
+            let geometry = crate::spi_panel::PanelGeometry {
+                width: *width as u16,
+                height: *height as u16,
+                invert: *invert,
+            };
+            crate::spi_panel::open_spi_panel(
+                spi,
+                *controller,
+                geometry,
+                gpio_chip,
+                *dc_line,
+                *reset_line,
+            )
         }
-        Ok(FramebufferDisplay {
-            file,
-            device: device.to_string(),
-            stride,
-            bits_per_pixel,
-            canvas: Canvas::new(width, height),
-        })
-    }
-}
-
-/// Packs an RGB image into framebuffer rows of `stride` bytes.
-pub fn pack_framebuffer(img: &RgbImage, bits_per_pixel: u32, stride: usize) -> Vec<u8> {
-    let mut out = vec![0u8; stride * img.height() as usize];
-    for (y, row) in out.chunks_exact_mut(stride).enumerate() {
-        for x in 0..img.width() {
-            let [r, g, b] = img.get_pixel(x, y as u32).0;
-            let i = x as usize * bits_per_pixel as usize / 8;
-            match bits_per_pixel {
-                16 => {
-                    let v = ((r as u16 >> 3) << 11) | ((g as u16 >> 2) << 5) | (b as u16 >> 3);
-                    row[i..i + 2].copy_from_slice(&v.to_le_bytes());
-                }
-                24 => row[i..i + 3].copy_from_slice(&[b, g, r]),
-                _ => row[i..i + 4].copy_from_slice(&[b, g, r, 0xff]),
-            }
-        }
-    }
-    out
-}
-
-impl Display for FramebufferDisplay {
-    fn show(&mut self, tally: &Tally, status: &ScreenStatus) -> Result<(), DisplayError> {
-        use std::io::{Seek, SeekFrom, Write};
-        let Ok(()) = draw_count_screen(&mut self.canvas, tally, status);
-        let bytes = pack_framebuffer(&self.canvas.image, self.bits_per_pixel, self.stride);
-        let err = |e: std::io::Error| DisplayError::Write {
-            path: self.device.clone(),
-            message: e.to_string(),
-        };
-        self.file.seek(SeekFrom::Start(0)).map_err(err)?;
-        self.file.write_all(&bytes).map_err(err)
+        DisplayConfig::Framebuffer { device } => Ok(Box::new(
+            crate::framebuffer::FramebufferDisplay::open(std::path::Path::new(device))?,
+        )),
     }
 }
 
@@ -439,6 +407,13 @@ where
         tally.review()
     );
     Text::new(&head, Point::new(0, 8), style).draw(target)?;
+    if status.screen % 2 == 1 {
+        for (i, r) in tally.records().iter().rev().take(4).enumerate() {
+            let line = format!("#{:<4} {:<6} {:.2}", r.id % 100_000, r.class, r.probability);
+            Text::new(&line, Point::new(0, 20 + 11 * i as i32), style).draw(target)?;
+        }
+        return Ok(());
+    }
     let mut counts: Vec<(String, u64)> = tally
         .counts()
         .into_iter()
@@ -451,6 +426,10 @@ where
     }
     let (blast, ci) = tally.blast_percent();
     let last = match (status.alerts.last(), ci) {
+        _ if status.notice.is_some() => status
+            .notice
+            .as_ref()
+            .map_or(String::new(), |n| n.0.clone()),
         (Some(_), _) => "ALERT: see log".to_string(),
         (None, Some(i)) => format!("BLA {blast:.1}% {:.0}-{:.0}", i.low, i.high),
         (None, None) => "BLA -".to_string(),
@@ -513,12 +492,12 @@ fn open_ssd1306(bus: &str, _address: u8) -> Result<Box<dyn Display>, DisplayErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tally::Entry;
 
     /// A tally with one counted cell per listed class.
-    fn tally_of(target: u32, classes: &[&str]) -> Tally {
+    pub(crate) fn tally_of(target: u32, classes: &[&str]) -> Tally {
         let mut tally = Tally::new(target);
         for (i, c) in classes.iter().enumerate() {
             let (id, class) = (i as u64, c.to_string());
@@ -548,36 +527,6 @@ mod tests {
             .count();
         assert!(lit > 200, "{lit}");
         assert_eq!(canvas.image.get_pixel(7, 24).0, [120, 90, 200]);
-    }
-
-    #[test]
-    fn framebuffer_writer_packs_16_24_and_32_bit_pixels() {
-        let tally = tally_of(4, &["NGS"]);
-        for (bpp, expect) in [
-            (16u32, vec![0xd9u8, 0x7a]),
-            (24, vec![200, 90, 120]),
-            (32, vec![200, 90, 120, 0xff]),
-        ] {
-            let file = tempfile::NamedTempFile::new().unwrap();
-            let stride = 320 * bpp as usize / 8 + 16;
-            let mut fb = FramebufferDisplay::with_geometry(
-                file.reopen().unwrap(),
-                "fb-test",
-                320,
-                240,
-                bpp,
-                stride,
-            )
-            .unwrap();
-            fb.show(&tally, &ScreenStatus::default()).unwrap();
-            let bytes = std::fs::read(file.path()).unwrap();
-            assert_eq!(bytes.len(), stride * 240);
-            // The progress bar (accent colour 120, 90, 200) at x = 7, y = 24.
-            let i = 24 * stride + 7 * bpp as usize / 8;
-            assert_eq!(&bytes[i..i + expect.len()], &expect[..], "{bpp} bpp");
-        }
-        let file = tempfile::tempfile().unwrap();
-        assert!(FramebufferDisplay::with_geometry(file, "fb", 320, 240, 8, 320).is_err());
     }
 
     /// An I2C bus that records every write, standing in for /dev/i2c-1.

@@ -8,6 +8,7 @@ use marrowscope::config::BoardProfile;
 use marrowscope::display::open_display;
 use marrowscope::eval::{self, ConfusionCounter, DetectionCounts, LabelFormat};
 use marrowscope::localize::Localizer;
+use marrowscope::operator::{AllControls, Controls, KeyControls, KEY_HELP};
 use marrowscope::pipeline::{self, RunOptions};
 use marrowscope::scale::{self, ScaleChoice};
 use marrowscope::slide::{SlideOptions, VirtualSlideSource};
@@ -245,7 +246,12 @@ fn run_cmd(
         progress: true,
     };
     let mut display = open_display(&profile.display, &opts.report_dir)?;
-    let summary = pipeline::run(&profile, src.as_mut(), &classifier, display.as_mut(), &opts)?;
+    let mut controls = open_controls(&profile)?;
+    let station = pipeline::Station {
+        display: display.as_mut(),
+        controls: &mut controls,
+    };
+    let summary = pipeline::run(&profile, src.as_mut(), &classifier, station, &opts)?;
     print_differential(&summary, &opts.report_dir);
     if let Some(truth) = truth {
         let total: u32 = truth.values().sum();
@@ -253,6 +259,29 @@ fn run_cmd(
         println!("Virtual slide truth: {total} cells ({})", listed.join(", "));
     }
     Ok(())
+}
+
+/// Keys on the terminal, and the profile's buttons when it has them.
+fn open_controls(profile: &BoardProfile) -> Result<AllControls> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprintln!("{KEY_HELP}");
+    }
+    let mut controls: Vec<Box<dyn Controls>> = vec![Box::new(KeyControls::from_stdin())];
+    if let Some(cfg) = &profile.buttons {
+        controls.push(open_buttons(cfg)?);
+    }
+    Ok(AllControls(controls))
+}
+
+#[cfg(target_os = "linux")]
+fn open_buttons(cfg: &marrowscope::config::ButtonsConfig) -> Result<Box<dyn Controls>> {
+    Ok(Box::new(marrowscope::operator::open_buttons(cfg)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_buttons(cfg: &marrowscope::config::ButtonsConfig) -> Result<Box<dyn Controls>> {
+    bail!("buttons on {}: GPIO needs Linux", cfg.gpio_chip)
 }
 
 fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
@@ -296,6 +325,15 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
     }
     for a in &s.alerts {
         println!("  {a}");
+    }
+    if s.corrections > 0 {
+        println!("  {} operator corrections (corrections.csv)", s.corrections);
+    }
+    for kept in &s.archived_journals {
+        println!(
+            "  an earlier count was reset; its journal is kept in {}",
+            kept.display()
+        );
     }
     println!("Report: {}", report_dir.display());
 }
@@ -492,7 +530,7 @@ fn detect_eval_cmd(
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
         counts.add_frame(&boxes, &truth, 0.5);
         if let Some(dir) = &annotate {
-            pipeline::annotate_frame(dir, counts.frames, &frame, &loc)?;
+            pipeline::annotate_frame(dir, counts.frames, &frame, &loc, &[])?;
         }
     }
     bar.finish_and_clear();

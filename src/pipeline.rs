@@ -6,6 +6,7 @@ use crate::classify::{Classifier, ClassifyError, REVIEW};
 use crate::config::BoardProfile;
 use crate::display::{Canvas, Display, DisplayError, ScreenStatus};
 use crate::localize::{Localization, Localizer};
+use crate::operator::{Controls, CorrectionLog, OperatorCommand, OperatorError, RESET_CONFIRM};
 use crate::report::{self, Differential, ReportError};
 use crate::source::{FrameSource, SourceError};
 use crate::tally::{Entry, Journal, Tally, TallyError};
@@ -33,6 +34,8 @@ pub enum PipelineError {
     Display(#[from] DisplayError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
     #[error("no readable frames ({0})")]
     NoFrames(String),
 }
@@ -61,16 +64,28 @@ pub struct RunSummary {
     pub tally: Tally,
     pub seconds: f64,
     pub alerts: Vec<String>,
+    /// Operator corrections made in this run (reassigned or discarded cells).
+    pub corrections: u64,
+    /// Journals of counts the operator reset, kept under these names.
+    pub archived_journals: Vec<PathBuf>,
 }
 
-/// Runs the live loop until the source ends, the frame limit or the count target.
+/// The hardware a run talks to besides the camera.
+pub struct Station<'a> {
+    pub display: &'a mut dyn Display,
+    pub controls: &'a mut dyn Controls,
+}
+
+/// Runs the live loop until the source ends, the frame limit, the count target or the operator
+/// quits.
 pub fn run(
     profile: &BoardProfile,
     source: &mut dyn FrameSource,
     classifier: &Classifier,
-    display: &mut dyn Display,
+    station: Station<'_>,
     opts: &RunOptions,
 ) -> Result<RunSummary, PipelineError> {
+    let Station { display, controls } = station;
     let (mut journal, mut tally) =
         Journal::open(&opts.report_dir.join("journal.jsonl"), profile.count_target)?;
     let resumed = tally.total();
@@ -99,16 +114,48 @@ pub fn run(
         tally: Tally::new(profile.count_target),
         seconds: 0.0,
         alerts: Vec::new(),
+        corrections: 0,
+        archived_journals: Vec::new(),
     };
-    let station = Station {
+    let recorder = Recorder {
         classifier,
         profile,
         report_dir: &opts.report_dir,
     };
+    let corrections = CorrectionLog::new(&opts.report_dir);
+    let mut reset_asked: Option<Instant> = None;
     let mut first_error: Option<String> = None;
     let mut last_draw = Instant::now();
     let mut source_ended = false;
-    while !tally.target_reached() && opts.max_frames.is_none_or(|m| summary.frames < m) {
+    let mut quit = false;
+    while !quit && !tally.target_reached() && opts.max_frames.is_none_or(|m| summary.frames < m) {
+        let mut desk = Desk {
+            journal: &mut journal,
+            tally: &mut tally,
+            status: &mut status,
+            summary: &mut summary,
+            corrections: &corrections,
+            classes: &classifier.manifest().classes,
+            reset_asked: &mut reset_asked,
+        };
+        for cmd in controls.poll() {
+            quit |= desk.apply(cmd, profile.count_target)?;
+            display.show(desk.tally, desk.status)?;
+        }
+        if quit {
+            break;
+        }
+        if status
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.1.elapsed() > RESET_CONFIRM)
+        {
+            status.notice = None;
+        }
+        if status.paused {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        }
         let frame = match source.next_frame() {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -131,23 +178,45 @@ pub fn run(
             summary.skipped_out_of_focus += 1;
         }
         counted.extend(tracker.observe(&loc.cells, um, |crops| classifier.classify(crops))?);
-        station.record_all(counted, &mut journal, &mut tally, &mut summary, &mut status)?;
-        if let Some(dir) = &opts.annotate {
-            annotate_frame(dir, frame.index, &frame.image, &loc)?;
+        recorder.record_all(counted, &mut journal, &mut tally, &mut summary, &mut status)?;
+        let redraw = last_draw.elapsed().as_millis() >= 500;
+        let wants_preview = display.preview_size().filter(|_| redraw);
+        if opts.annotate.is_some() || wants_preview.is_some() {
+            let labels = cell_labels(&tracker, classifier, &loc, um);
+            if let Some(dir) = &opts.annotate {
+                annotate_frame(dir, frame.index, &frame.image, &loc, &labels)?;
+            }
+            if let Some(size) = wants_preview {
+                let p = preview(&frame.image, &loc, &labels, size);
+                status.preview = Some(std::sync::Arc::new(p));
+            }
         }
         status.frames = summary.frames;
         status.skipped = summary.skipped_out_of_focus + summary.corrupt_frames;
         status.fps = summary.frames as f32 / started.elapsed().as_secs_f32().max(1e-3);
         bar.set_position(tally.classified());
         bar.set_message(format!("frame {} | {:.1} fps", summary.frames, status.fps));
-        if last_draw.elapsed().as_millis() >= 500 {
+        if redraw {
             display.show(&tally, &status)?;
             last_draw = Instant::now();
         }
     }
+    // Commands given while the last frame was processed still count.
+    let mut desk = Desk {
+        journal: &mut journal,
+        tally: &mut tally,
+        status: &mut status,
+        summary: &mut summary,
+        corrections: &corrections,
+        classes: &classifier.manifest().classes,
+        reset_asked: &mut reset_asked,
+    };
+    for cmd in controls.poll() {
+        desk.apply(cmd, profile.count_target)?;
+    }
     if source_ended && !tally.target_reached() {
         let open_tracks = tracker.finish();
-        station.record_all(
+        recorder.record_all(
             open_tracks,
             &mut journal,
             &mut tally,
@@ -189,14 +258,117 @@ fn progress_bar(show: bool, tally: &Tally) -> ProgressBar {
     bar
 }
 
+/// Where operator commands act: the count, its journal and the corrections table.
+struct Desk<'a> {
+    journal: &'a mut Journal,
+    tally: &'a mut Tally,
+    status: &'a mut ScreenStatus,
+    summary: &'a mut RunSummary,
+    corrections: &'a CorrectionLog,
+    classes: &'a [String],
+    /// When the operator last asked for a reset (it needs a second request to happen).
+    reset_asked: &'a mut Option<Instant>,
+}
+
+/// Shows a one-line message to the operator (screen footer and log).
+fn set_notice(status: &mut ScreenStatus, text: String) {
+    log::info!("{text}");
+    status.notice = Some((text, Instant::now()));
+}
+
+impl Desk<'_> {
+    fn notice(&mut self, text: String) {
+        set_notice(self.status, text);
+    }
+
+    /// Carries out one operator command; returns true when the operator quits.
+    fn apply(&mut self, cmd: OperatorCommand, target: u32) -> Result<bool, PipelineError> {
+        match cmd {
+            OperatorCommand::TogglePause => {
+                self.status.paused = !self.status.paused;
+                let state = if self.status.paused {
+                    "paused"
+                } else {
+                    "counting"
+                };
+                self.notice(state.into());
+            }
+            OperatorCommand::NextScreen => self.status.screen = self.status.screen.wrapping_add(1),
+            OperatorCommand::DiscardLast => self.correct_last(None)?,
+            OperatorCommand::ReassignLast(class) => self.correct_last(Some(class))?,
+            OperatorCommand::Reset => self.reset(target)?,
+            OperatorCommand::Quit => return Ok(true),
+        }
+        Ok(false)
+    }
+
+    /// The first request asks for confirmation; a second within `RESET_CONFIRM` starts the count
+    /// over, keeping the old journal under a dated name.
+    fn reset(&mut self, target: u32) -> Result<(), PipelineError> {
+        let confirmed = self
+            .reset_asked
+            .is_some_and(|t| t.elapsed() <= RESET_CONFIRM);
+        if !confirmed {
+            *self.reset_asked = Some(Instant::now());
+            self.notice("Reset? press RESET again to confirm".into());
+            return Ok(());
+        }
+        *self.reset_asked = None;
+        let (tally, kept) = self.journal.start_over(target)?;
+        *self.tally = tally;
+        self.status.alerts.clear();
+        self.notice(format!(
+            "count reset; previous journal kept as {}",
+            kept.display()
+        ));
+        self.summary.archived_journals.push(kept);
+        Ok(())
+    }
+
+    /// Reassigns (`Some(class)`) or discards (`None`) the last counted cell: journaled, applied,
+    /// and written to corrections.csv.
+    fn correct_last(&mut self, class: Option<String>) -> Result<(), PipelineError> {
+        let Some(last) = self.tally.last().cloned() else {
+            self.notice("nothing counted yet to correct".into());
+            return Ok(());
+        };
+        let entry = match class {
+            Some(c) if c != REVIEW && !self.classes.contains(&c) => {
+                self.notice(format!(
+                    "{c} is not a class of this model ({}, or REVIEW)",
+                    self.classes.join(" ")
+                ));
+                return Ok(());
+            }
+            Some(c) => Entry::Reassign {
+                id: last.id,
+                class: c,
+            },
+            None => Entry::Discard { id: last.id },
+        };
+        self.journal.append(&entry)?;
+        self.tally.apply(&entry)?;
+        let crop = report::crop_file(last.id, &last.model_class);
+        self.corrections
+            .append(&last, &entry, &crop.display().to_string())?;
+        self.summary.corrections += 1;
+        let what = match &entry {
+            Entry::Reassign { class, .. } => format!("cell {} {} -> {class}", last.id, last.class),
+            _ => format!("cell {} ({}) discarded", last.id, last.class),
+        };
+        self.notice(what);
+        Ok(())
+    }
+}
+
 /// What recording a counted cell needs besides the journal and the tally.
-struct Station<'a> {
+struct Recorder<'a> {
     classifier: &'a Classifier,
     profile: &'a BoardProfile,
     report_dir: &'a Path,
 }
 
-impl Station<'_> {
+impl Recorder<'_> {
     /// Records counted cells; alerts go to the log, the screen and the summary.
     fn record_all(
         &self,
@@ -248,21 +420,35 @@ impl Station<'_> {
     }
 }
 
-/// Writes a frame with cell boxes drawn (green: complete, amber: cut by the edge).
+/// Writes a frame with cell boxes and labels drawn (see `draw_cells`).
 pub fn annotate_frame(
     dir: &Path,
     index: u64,
     frame: &RgbImage,
     loc: &Localization,
+    labels: &[Option<String>],
 ) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError {
         path: dir.display().to_string(),
         message: e.to_string(),
     })?;
+    let path = dir.join(format!("frame_{index:06}.png"));
+    draw_cells(frame, loc, labels)
+        .save(&path)
+        .map_err(|e| ReportError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// The frame with every localized cell boxed: green when complete (classified), amber when cut by
+/// the frame edge; labelled with its class when one is known (`labels`, one per cell), else with
+/// its nuclear area.
+pub fn draw_cells(frame: &RgbImage, loc: &Localization, labels: &[Option<String>]) -> RgbImage {
     let mut canvas = Canvas {
         image: frame.clone(),
     };
-    for cell in &loc.cells {
+    for (i, cell) in loc.cells.iter().enumerate() {
         let colour = if cell.complete {
             Rgb([40, 200, 60])
         } else {
@@ -273,7 +459,10 @@ pub fn annotate_frame(
             &FONT_6X10,
             Rgb888::new(colour.0[0], colour.0[1], colour.0[2]),
         );
-        let label = format!("{:.0} um2", cell.nucleus_area_um2);
+        let label = match labels.get(i) {
+            Some(Some(class)) => class.clone(),
+            _ => format!("{:.0} um2", cell.nucleus_area_um2),
+        };
         let _ = Text::new(
             &label,
             Point::new(cell.bbox.x0 as i32 + 2, cell.bbox.y0 as i32 + 10),
@@ -281,11 +470,45 @@ pub fn annotate_frame(
         )
         .draw(&mut canvas);
     }
-    let path = dir.join(format!("frame_{index:06}.png"));
-    canvas.image.save(&path).map_err(|e| ReportError {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    canvas.image
+}
+
+/// The class label of each localized cell from its track (`*` marks a counted cell).
+fn cell_labels(
+    tracker: &Tracker,
+    classifier: &Classifier,
+    loc: &Localization,
+    um_per_px: f32,
+) -> Vec<Option<String>> {
+    loc.cells
+        .iter()
+        .map(|c| {
+            tracker
+                .prediction_near(c.centre, um_per_px)
+                .map(|(p, counted)| {
+                    let mark = if counted { "*" } else { "" };
+                    format!("{}{mark}", classifier.label(p))
+                })
+        })
+        .collect()
+}
+
+/// The camera preview for a display that shows one: boxes and labels, scaled to fit `size`.
+fn preview(
+    frame: &RgbImage,
+    loc: &Localization,
+    labels: &[Option<String>],
+    size: (u32, u32),
+) -> RgbImage {
+    let drawn = draw_cells(frame, loc, labels);
+    let scale = (size.0 as f32 / frame.width() as f32)
+        .min(size.1 as f32 / frame.height() as f32)
+        .min(1.0);
+    let (w, h) = (
+        ((frame.width() as f32 * scale) as u32).max(1),
+        ((frame.height() as f32 * scale) as u32).max(1),
+    );
+    image::imageops::resize(&drawn, w, h, image::imageops::FilterType::Triangle)
 }
 
 /// Draws a two-pixel rectangle outline.

@@ -81,6 +81,12 @@ impl Differential {
 }
 
 /// Saves a counted cell's crop for crop sheets and audit (`crops/<id>_<class>.png`).
+/// Where the crop of cell `id`, counted as `class`, is stored, relative to the report folder.
+pub fn crop_file(id: u64, class: &str) -> PathBuf {
+    Path::new("crops").join(format!("{id:06}_{class}.png"))
+}
+
+/// Stores a counted cell's crop (downscaled) in the report folder.
 pub fn store_crop(
     dir: &Path,
     id: u64,
@@ -89,7 +95,7 @@ pub fn store_crop(
 ) -> Result<PathBuf, ReportError> {
     let crops = dir.join("crops");
     std::fs::create_dir_all(&crops).map_err(|e| report_err(&crops, e))?;
-    let path = crops.join(format!("{id:06}_{class}.png"));
+    let path = dir.join(crop_file(id, class));
     let small = imageops::resize(
         crop,
         STORED_CROP,

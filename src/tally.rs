@@ -280,6 +280,29 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Starts a new count: the current journal is kept under a dated name (nothing is deleted)
+    /// and an empty one takes its place. Returns the new, empty tally and where the old journal went.
+    pub fn start_over(&mut self, target: u32) -> Result<(Tally, PathBuf), TallyError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut kept = self.path.with_file_name(format!("journal-{stamp}.jsonl"));
+        let mut n = 1;
+        while kept.exists() {
+            kept = self
+                .path
+                .with_file_name(format!("journal-{stamp}-{n}.jsonl"));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &kept).map_err(|e| TallyError::Io {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let (journal, tally) = Journal::open(&self.path, target)?;
+        *self = journal;
+        Ok((tally, kept))
+    }
 }
 
 /// Replays journal lines; returns the tally and the byte length of the complete entries.

@@ -257,6 +257,22 @@ impl Tracker {
         self.camera
     }
 
+    /// The best prediction so far of the track at `centre` (frame pixels) in the current frame,
+    /// and whether that cell is already counted.
+    pub fn prediction_near(
+        &self,
+        centre: (f32, f32),
+        um_per_px: f32,
+    ) -> Option<(&Prediction, bool)> {
+        let world = (self.camera.0 + centre.0, self.camera.1 + centre.1);
+        let radius = self.cfg.match_radius_um / um_per_px;
+        self.tracks
+            .iter()
+            .filter(|t| dist(t.world, world) <= radius)
+            .min_by(|a, b| dist(a.world, world).total_cmp(&dist(b.world, world)))
+            .and_then(|t| t.best.as_ref().map(|b| (&b.prediction, t.counted)))
+    }
+
     /// Registers a new frame: estimates the stage move from the previous one. Returns the cells
     /// counted because the view jumped to an unrelated field.
     pub fn advance(&mut self, frame: &RgbImage, frame_index: u64) -> Vec<CountedCell> {

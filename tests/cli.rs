@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 const BCCD_FRAMES: usize = 12;
 /// Scale of the BCCD frames, µm per pixel, from red-cell diameters (about 88 px ≈ 7.5 µm).
@@ -301,4 +302,92 @@ fn demo_runs_on_the_built_in_atlas_without_data() {
     let diff = read_json(&report.join("differential.json"));
     assert!(diff["total"].as_u64().unwrap() > 20);
     assert!(report.join("screen.png").is_file());
+}
+
+/// Runs `marrowscope run` on the virtual slide with `keys` typed on standard input.
+fn run_with_keys(board: &Path, frames: &str, keys: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_marrowscope"))
+        .args(["run", "--board", board.to_str().unwrap()])
+        .args(["--source", "virtual:1", "--frames", frames])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(keys.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn journal_ops(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn operator_keys_correct_the_last_cell_and_reset_keeps_the_old_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), 0.1, &report);
+    let journal = report.join("journal.jsonl");
+    let first = run_with_keys(&board, "60", "");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let counted = journal_ops(&journal).len();
+    assert!(counted >= 3, "the first run counts cells: {counted}");
+
+    // Resume and correct: discard the last cell, give the one before it another class; a class
+    // the model does not have is refused without stopping the run.
+    let out = run_with_keys(&board, "2", "d\nr lyt\nr XYZ\nbogus\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown key"), "{}", stderr(&out));
+    let ops = journal_ops(&journal);
+    let tail: Vec<&str> = ops[counted..]
+        .iter()
+        .map(|o| o["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(tail, ["discard", "reassign"]);
+    let csv = std::fs::read_to_string(report.join("corrections.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[0].starts_with("unix_time,cell_id,"), "{csv}");
+    assert!(rows[1].contains(",DISCARD,crops/"), "{csv}");
+    assert!(rows[2].contains(",LYT,crops/"), "{csv}");
+    let crop = rows[2].rsplit(',').next().unwrap();
+    assert!(report.join(crop).is_file(), "corrected crop {crop} exists");
+    assert!(
+        stdout(&out).contains("2 operator corrections"),
+        "{}",
+        stdout(&out)
+    );
+    let diff = read_json(&report.join("differential.json"));
+    let kept_cells = ops.iter().filter(|o| o["op"] == "count").count() as u64 - 1;
+    assert_eq!(diff["total"].as_u64().unwrap(), kept_cells);
+
+    // Reset needs two requests; the old journal is kept whole under a dated name.
+    let before = std::fs::read_to_string(&journal).unwrap();
+    let out = run_with_keys(&board, "1", "x\nx\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept: Vec<_> = std::fs::read_dir(&report)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("journal-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), before);
+    assert!(journal_ops(&journal).len() < 3, "a new count started");
 }
