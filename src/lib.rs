@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod classify;
 pub mod config;
+pub mod counteval;
 pub mod display;
 pub mod eval;
 pub mod framebuffer;

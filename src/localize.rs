@@ -62,7 +62,7 @@ pub struct Cell {
 }
 
 /// Result of localizing one frame.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Localization {
     pub cells: Vec<Cell>,
     /// Focus score of the frame (variance of the Laplacian on the stain channel).

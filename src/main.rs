@@ -112,6 +112,22 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         frames: u64,
     },
+    /// Count seeded pans of the virtual slide through the live loop and compare with the truth:
+    /// cells counted once, twice, missed, per true class.
+    CountEval {
+        /// How many pans (seeds first_seed, first_seed+1, ...).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        board: Option<PathBuf>,
+        /// Where the pans' reports go (default: a temporary folder, removed afterwards).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Parse and validate a board profile and the model it names.
     Check {
         #[arg(long)]
@@ -171,6 +187,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             board,
             frames,
         }) => bench_cmd(json, board, frames),
+        Some(Command::CountEval {
+            seeds,
+            first_seed,
+            json,
+            board,
+            report,
+        }) => count_eval_cmd(first_seed, seeds, json, board, report),
         Some(Command::Check { board }) => check_cmd(&board),
     }
 }
@@ -590,6 +613,71 @@ fn check_cmd(board: &Path) -> Result<()> {
         classifier.manifest().classes.len(),
         profile.optics.um_per_px,
         classifier.manifest().crop_um
+    );
+    Ok(())
+}
+
+fn count_eval_cmd(
+    first_seed: u64,
+    seeds: u64,
+    json: bool,
+    board: Option<PathBuf>,
+    report: Option<PathBuf>,
+) -> Result<()> {
+    use marrowscope::counteval::{evaluate_pan, PanResult};
+    let profile = load_profile(board)?;
+    let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
+    let temp = std::env::temp_dir().join(format!("marrowscope-count-eval-{}", std::process::id()));
+    let work = report.clone().unwrap_or_else(|| temp.clone());
+    let bar = indicatif::ProgressBar::new(seeds);
+    let mut pans: Vec<PanResult> = Vec::new();
+    for seed in first_seed..first_seed + seeds {
+        bar.set_message(format!("pan {seed}"));
+        pans.push(evaluate_pan(&profile, &classifier, seed, &work)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if report.is_none() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    let worst = |f: fn(&PanResult) -> f64| pans.iter().map(f).fold(0.0, f64::max);
+    let summary = serde_json::json!({
+        "pans": pans,
+        "worst_total_error": worst(|p| p.total_error),
+        "worst_class_error": worst(|p| p.worst_class_error),
+        "worst_class_pp": worst(|p| p.worst_class_pp),
+        "double_counts": pans.iter().map(|p| p.double_counts).sum::<u32>(),
+        "missed": pans.iter().map(|p| p.missed).sum::<u32>(),
+        "false_counts": pans.iter().map(|p| p.false_counts).sum::<u32>(),
+        "truth_total": pans.iter().map(|p| p.truth_total).sum::<u32>(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!("seed  frames  truth  counted  once  double  missed  false  total err  worst class err (pp)");
+    for p in &pans {
+        println!(
+            "{:>4}  {:>6}  {:>5}  {:>7}  {:>4}  {:>6}  {:>6}  {:>5}  {:>8.1}%  {:>8.1}% ({:.1})",
+            p.seed,
+            p.frames,
+            p.truth_total,
+            p.counted_total,
+            p.counted_once,
+            p.double_counts,
+            p.missed,
+            p.false_counts,
+            100.0 * p.total_error,
+            100.0 * p.worst_class_error,
+            p.worst_class_pp
+        );
+    }
+    println!(
+        "worst over {} pans: total {:.1} %, class {:.1} % ({:.1} percentage points)",
+        pans.len(),
+        100.0 * summary["worst_total_error"].as_f64().unwrap_or(0.0),
+        100.0 * summary["worst_class_error"].as_f64().unwrap_or(0.0),
+        summary["worst_class_pp"].as_f64().unwrap_or(0.0)
     );
     Ok(())
 }

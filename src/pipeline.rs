@@ -68,6 +68,9 @@ pub struct RunSummary {
     pub corrections: u64,
     /// Journals of counts the operator reset, kept under these names.
     pub archived_journals: Vec<PathBuf>,
+    /// Each cell counted in this run: its id, the frame of its best view and where it was in that
+    /// frame (frame pixels), so a count can be checked against a slide whose stage path is known.
+    pub counted_views: Vec<(u64, u64, (f32, f32))>,
 }
 
 /// The hardware a run talks to besides the camera.
@@ -116,6 +119,7 @@ pub fn run(
         alerts: Vec::new(),
         corrections: 0,
         archived_journals: Vec::new(),
+        counted_views: Vec::new(),
     };
     let recorder = Recorder {
         classifier,
@@ -173,8 +177,12 @@ pub fn run(
         summary.frames += 1;
         let um = frame.um_per_px.unwrap_or(profile.optics.um_per_px);
         let mut counted = tracker.advance(&frame.image, frame.index);
-        let loc = localizer.localize(&frame.image, um);
-        if loc.out_of_focus {
+        let loc = if tracker.frame_blurred() {
+            Localization::default()
+        } else {
+            localizer.localize(&frame.image, um)
+        };
+        if loc.out_of_focus || tracker.frame_blurred() {
             summary.skipped_out_of_focus += 1;
         }
         counted.extend(tracker.observe(&loc.cells, um, |crops| classifier.classify(crops))?);
@@ -380,6 +388,9 @@ impl Recorder<'_> {
     ) -> Result<(), PipelineError> {
         for cell in cells {
             summary.counted_now += 1;
+            summary
+                .counted_views
+                .push((cell.track_id, cell.view.frame_index, cell.view.centre));
             if let Some(a) = self.record(journal, tally, &cell)? {
                 log::warn!("{a}");
                 status.alerts.push(a.clone());

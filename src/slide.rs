@@ -53,11 +53,11 @@ impl SlideOptions {
     pub fn new(seed: u64) -> SlideOptions {
         SlideOptions {
             seed,
-            width: 3200,
-            height: 2000,
-            frame_width: 640,
-            frame_height: 480,
-            step: 48.0,
+            width: 6000,
+            height: 4000,
+            frame_width: 1280,
+            frame_height: 960,
+            step: 96.0,
         }
     }
 }
@@ -159,21 +159,51 @@ pub fn data_root() -> Option<PathBuf> {
     .find(|p| p.join("marrow").is_dir())
 }
 
-/// A rendered slide with its ground truth.
+/// A slide with its ground truth: where every red cell and every white cell lies. Frames are
+/// rendered from this description on demand, so a large slide costs little memory.
 pub struct VirtualSlide {
-    pub image: RgbImage,
+    pub width: u32,
+    pub height: u32,
     pub cells: Vec<SlideCell>,
     pub um_per_px: f32,
+    background: Rgb<u8>,
+    /// Red cells: centre and radius, slide pixels.
+    red_cells: Vec<(f32, f32, f32)>,
+    /// The picture of each white cell (already turned), in `cells` order.
+    pictures: Vec<std::sync::Arc<RgbImage>>,
 }
 
 impl VirtualSlide {
-    /// Composes a slide from sprites on a smear-like background.
+    /// Lays out a slide: red cells scattered on a smear-coloured background, white cells from
+    /// `sprites` on a jittered grid with gaps, each turned by a random quarter.
     pub fn compose(sprites: &[Sprite], opts: &SlideOptions) -> VirtualSlide {
         let mut rng = Rng::new(opts.seed);
-        let mut image = smear_background(opts.width, opts.height, sprites, &mut rng);
+        let background = border_median(sprites);
+        let n_rbc = (opts.width as usize * opts.height as usize) / 30000;
+        let red_cells = (0..n_rbc)
+            .map(|_| {
+                let (cx, cy) = (
+                    rng.unit() * opts.width as f32,
+                    rng.unit() * opts.height as f32,
+                );
+                (cx, cy, 33.0 + rng.unit() * 8.0)
+            })
+            .collect();
+        let turned: Vec<[std::sync::Arc<RgbImage>; 4]> = sprites
+            .iter()
+            .map(|s| {
+                [
+                    std::sync::Arc::new(s.image.clone()),
+                    std::sync::Arc::new(imageops::rotate90(&s.image)),
+                    std::sync::Arc::new(imageops::rotate180(&s.image)),
+                    std::sync::Arc::new(imageops::rotate270(&s.image)),
+                ]
+            })
+            .collect();
         let spacing = 215.0;
         let margin = 130.0;
         let mut cells = Vec::new();
+        let mut pictures = Vec::new();
         let mut y = margin;
         while y < opts.height as f32 - margin {
             let mut x = margin + rng.unit() * 60.0;
@@ -181,11 +211,11 @@ impl VirtualSlide {
                 let (cx, cy) = (x + rng.unit() * 40.0 - 20.0, y + rng.unit() * 40.0 - 20.0);
                 // Leave some gaps, as on a real smear.
                 if rng.unit() < 0.8 {
-                    let sprite = &sprites[rng.below(sprites.len())];
-                    paste_cell(&mut image, &sprite.image, cx, cy, rng.below(4));
+                    let k = rng.below(sprites.len());
+                    pictures.push(turned[k][rng.below(4)].clone());
                     cells.push(SlideCell {
                         id: cells.len() as u32,
-                        class: sprite.class.clone(),
+                        class: sprites[k].class.clone(),
                         x: cx,
                         y: cy,
                     });
@@ -195,9 +225,13 @@ impl VirtualSlide {
             y += spacing + rng.unit() * 30.0;
         }
         VirtualSlide {
-            image,
+            width: opts.width,
+            height: opts.height,
             cells,
             um_per_px: SLIDE_UM_PER_PX,
+            background,
+            red_cells,
+            pictures,
         }
     }
 
@@ -209,22 +243,31 @@ impl VirtualSlide {
         }
         m
     }
-}
 
-/// Pale smear background with scattered red cells.
-/// Background of the slide: the median border colour of the cell pictures (so the field looks like
-/// the smears the cells came from), with scattered red cells.
-fn smear_background(w: u32, h: u32, sprites: &[Sprite], rng: &mut Rng) -> RgbImage {
-    let mut img = RgbImage::from_pixel(w, h, border_median(sprites));
-    let n_rbc = (w as usize * h as usize) / 30000;
-    for _ in 0..n_rbc {
-        let (cx, cy) = (rng.unit() * w as f32, rng.unit() * h as f32);
-        let r = 33.0 + rng.unit() * 8.0;
-        draw_red_cell(&mut img, cx, cy, r);
+    /// The part of the slide whose top-left corner is at (x, y), `w` x `h` pixels.
+    pub fn view(&self, x: u32, y: u32, w: u32, h: u32) -> RgbImage {
+        let mut img = RgbImage::from_pixel(w, h, self.background);
+        let (fx, fy) = (x as f32, y as f32);
+        let overlaps = |cx: f32, cy: f32, r: f32| {
+            cx + r >= fx && cx - r <= fx + w as f32 && cy + r >= fy && cy - r <= fy + h as f32
+        };
+        for &(cx, cy, r) in &self.red_cells {
+            if overlaps(cx, cy, r) {
+                draw_red_cell(&mut img, cx - fx, cy - fy, r);
+            }
+        }
+        for (cell, picture) in self.cells.iter().zip(&self.pictures) {
+            let half = picture.width().max(picture.height()) as f32 / 2.0;
+            if overlaps(cell.x, cell.y, half) {
+                paste_cell(&mut img, picture, cell.x - fx, cell.y - fy);
+            }
+        }
+        img
     }
-    img
 }
 
+/// Smear colour: the median border colour of the cell pictures, so the field looks like the
+/// smears the cells came from.
 /// Per-channel median of the corner pixels of every sprite.
 fn border_median(sprites: &[Sprite]) -> Rgb<u8> {
     let mut channels: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -265,14 +308,8 @@ fn draw_red_cell(img: &mut RgbImage, cx: f32, cy: f32, r: f32) {
     }
 }
 
-/// Pastes a crop centred at (cx, cy) through a soft round mask, rotated by `quarter_turns`.
-fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, cx: f32, cy: f32, quarter_turns: usize) {
-    let sprite = match quarter_turns % 4 {
-        1 => imageops::rotate90(sprite),
-        2 => imageops::rotate180(sprite),
-        3 => imageops::rotate270(sprite),
-        _ => sprite.clone(),
-    };
+/// Pastes a cell picture centred at (cx, cy) through a soft round mask.
+fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, cx: f32, cy: f32) {
     let (sw, sh) = sprite.dimensions();
     let radius = sw.min(sh) as f32 * 0.40;
     let feather = sw as f32 * 0.08;
@@ -285,7 +322,10 @@ fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, cx: f32, cy: f32, quarter_t
             if alpha <= 0.0 {
                 continue;
             }
-            let (tx, ty) = ((ox + x as f32) as i64, (oy + y as f32) as i64);
+            let (tx, ty) = (
+                (ox + x as f32).floor() as i64,
+                (oy + y as f32).floor() as i64,
+            );
             if tx < 0 || ty < 0 || tx >= img.width() as i64 || ty >= img.height() as i64 {
                 continue;
             }
@@ -389,7 +429,7 @@ impl VirtualSlideSource {
     pub fn new(opts: SlideOptions) -> Result<VirtualSlideSource, SourceError> {
         let (sprites, origin) = match data_root() {
             Some(root) => (
-                folder_sprites(&root.join("marrow"), 40, opts.seed)?,
+                folder_sprites(&root.join("marrow"), 24, opts.seed)?,
                 format!("{}", root.join("marrow").display()),
             ),
             None => (atlas_sprites()?, "built-in atlas".to_string()),
@@ -425,7 +465,7 @@ impl VirtualSlideSource {
     pub fn render(&self, pose: &StagePose) -> RgbImage {
         let (fw, fh) = (self.opts.frame_width, self.opts.frame_height);
         let (x, y) = (pose.x.round() as u32, pose.y.round() as u32);
-        let mut frame = imageops::crop_imm(&self.slide.image, x, y, fw, fh).to_image();
+        let mut frame = self.slide.view(x, y, fw, fh);
         if pose.blur > 1 {
             frame = horizontal_blur(&frame, pose.blur);
         }
@@ -511,12 +551,13 @@ mod tests {
     #[test]
     fn same_seed_same_slide_and_path_covers_it() {
         let sprites = atlas_sprites().unwrap();
-        let a = VirtualSlideSource::from_sprites(&sprites, SlideOptions::new(3), "t".into());
-        let b = VirtualSlideSource::from_sprites(&sprites, SlideOptions::new(3), "t".into());
+        let opts = SlideOptions::new(3);
+        let a = VirtualSlideSource::from_sprites(&sprites, opts.clone(), "t".into());
+        let b = VirtualSlideSource::from_sprites(&sprites, opts.clone(), "t".into());
         assert_eq!(a.slide().cells, b.slide().cells);
         assert!(a.slide().cells.len() > 50);
         let last = a.path().last().unwrap();
-        assert!(last.y >= (2000 - 480) as f32 - 0.5);
+        assert!(last.y >= (opts.height - opts.frame_height) as f32 - 0.5);
         assert!(a.path().iter().any(|p| p.blur > 0), "fast moves present");
     }
 }

@@ -45,6 +45,8 @@ pub struct View {
     pub prediction: Prediction,
     pub crop: RgbImage,
     pub frame_index: u64,
+    /// Where the cell was in that frame, frame pixels.
+    pub centre: (f32, f32),
 }
 
 /// A cell counted once.
@@ -66,10 +68,23 @@ struct Track {
     counted: bool,
 }
 
-/// Phase-correlation shift estimator.
+/// A frame whose sharpness along one axis falls below this share of the recent sharp frames', and
+/// below this share of its sharpness along the other axis, is smeared by a fast stage move: its
+/// shift would be biased, so it is skipped.
+const MOTION_BLUR_RATIO: f32 = 0.85;
+
+/// Phase-correlation shift estimator. Frames smeared by a fast stage move are recognised by their
+/// sharpness and skipped (whitened phase correlation against a smeared frame is biased along the
+/// move); the next sharp frame is correlated with the last sharp one.
 pub struct ShiftEstimator {
     planner: FftPlanner<f32>,
     prev: Option<(Vec<Complex32>, u32, u32)>,
+    /// Running sharpness of recent sharp frames.
+    sharpness: Option<(f32, f32)>,
+    blurred: bool,
+    /// The next sharp frame is compared with a sharp frame from before a smeared one.
+    after_blur: bool,
+    spanned_blur: bool,
 }
 
 impl Default for ShiftEstimator {
@@ -77,16 +92,63 @@ impl Default for ShiftEstimator {
         ShiftEstimator {
             planner: FftPlanner::new(),
             prev: None,
+            sharpness: None,
+            blurred: false,
+            after_blur: false,
+            spanned_blur: false,
         }
     }
 }
 
+/// Mean absolute difference between neighbouring pixels along x, and along y.
+fn sharpness(grey: &GrayImage) -> (f32, f32) {
+    let (w, h) = grey.dimensions();
+    let (mut gx, mut gy) = (0u64, 0u64);
+    for y in 0..h.saturating_sub(1) {
+        for x in 0..w.saturating_sub(1) {
+            let c = grey.get_pixel(x, y).0[0] as i32;
+            gx += (grey.get_pixel(x + 1, y).0[0] as i32 - c).unsigned_abs() as u64;
+            gy += (grey.get_pixel(x, y + 1).0[0] as i32 - c).unsigned_abs() as u64;
+        }
+    }
+    let n = (w.max(2) as u64 * h.max(2) as u64) as f32;
+    (gx as f32 / n, gy as f32 / n)
+}
+
 impl ShiftEstimator {
-    /// Displacement of the image content from the previous frame to this one, frame pixels, and
-    /// the correlation peak height (1 = identical content, near 0 = unrelated views); None for the
-    /// first frame or after a size change.
+    /// True when the last pushed frame was smeared by motion and skipped.
+    pub fn last_was_blurred(&self) -> bool {
+        self.blurred
+    }
+
+    /// True when the last shift spans a skipped smeared frame (a longer jump, so less overlap and
+    /// a lower correlation peak).
+    pub fn spans_blur(&self) -> bool {
+        self.spanned_blur
+    }
+
+    /// Displacement of the image content from the previous sharp frame to this one, frame pixels,
+    /// and the correlation peak height (1 = identical content, near 0 = unrelated views); None for
+    /// the first frame, after a size change, or for a frame smeared by motion.
     pub fn push(&mut self, frame: &RgbImage) -> Option<(f32, f32, f32)> {
         let grey = binned_grey(frame, CORRELATION_BIN);
+        let sharp = sharpness(&grey);
+        // Smeared along x or along y: that direction loses its edges, the other keeps them (a
+        // still that is merely less sharp than the last one loses them in both directions).
+        self.blurred = self.sharpness.is_some_and(|(sx, sy)| {
+            let (rx, ry) = (sharp.0 / sx.max(1e-6), sharp.1 / sy.max(1e-6));
+            let (lo, hi) = (rx.min(ry), rx.max(ry));
+            lo < MOTION_BLUR_RATIO && lo < MOTION_BLUR_RATIO * hi
+        });
+        log::trace!("sharpness {sharp:?} of recent {:?}", self.sharpness);
+        if self.blurred {
+            self.after_blur = true;
+            return None;
+        }
+        self.sharpness = Some(match self.sharpness {
+            Some((sx, sy)) => (0.8 * sx + 0.2 * sharp.0, 0.8 * sy + 0.2 * sharp.1),
+            None => sharp,
+        });
         let (w, h) = grey.dimensions();
         let spectrum = self.fft2(&windowed(&grey), w, h, false);
         let result = match &self.prev {
@@ -116,6 +178,10 @@ impl ShiftEstimator {
             _ => None,
         };
         self.prev = Some((spectrum, w, h));
+        self.spanned_blur = result.is_some() && self.after_blur;
+        if result.is_some() {
+            self.after_blur = false;
+        }
         result
     }
 
@@ -200,13 +266,14 @@ fn peak_subpixel(surface: &[Complex32], w: u32, h: u32) -> (f32, f32, f32) {
     }
     let (px, py) = (bi % w, bi / w);
     let at = |x: usize, y: usize| surface[(y % h) * w + (x % w)].re;
+    // Foroosh et al. (2002): the phase-correlation peak of a sub-pixel shift is a sampled
+    // Dirichlet kernel; the larger neighbour's share of the peak gives the fraction.
     let refine = |l: f32, c: f32, r: f32| {
-        let d = l - 2.0 * c + r;
-        if d.abs() > 1e-9 {
-            (0.5 * (l - r) / d).clamp(-0.5, 0.5)
-        } else {
-            0.0
+        let (n, sign) = if r >= l { (r, 1.0) } else { (l, -1.0) };
+        if n <= 0.0 || c <= 0.0 {
+            return 0.0;
         }
+        (sign * n / (n + c)).clamp(-0.5, 0.5)
     };
     let fx = refine(at(px + w - 1, py), best, at(px + 1, py));
     let fy = refine(at(px, py + h - 1), best, at(px, py + 1));
@@ -252,6 +319,12 @@ impl Tracker {
         self
     }
 
+    /// True when the current frame is smeared by a fast stage move: its cells are not observed
+    /// (positions and classes from a smeared frame are unreliable).
+    pub fn frame_blurred(&self) -> bool {
+        self.shift.last_was_blurred()
+    }
+
     /// Estimated world position of the current frame.
     pub fn camera(&self) -> (f32, f32) {
         self.camera
@@ -277,8 +350,16 @@ impl Tracker {
     /// counted because the view jumped to an unrelated field.
     pub fn advance(&mut self, frame: &RgbImage, frame_index: u64) -> Vec<CountedCell> {
         let mut counted = Vec::new();
+        self.frame_index = frame_index;
         if let Some((dx, dy, strength)) = self.shift.push(frame) {
-            if strength < self.cfg.min_correlation {
+            // A jump across a smeared frame overlaps less: half the peak height still means the
+            // same field.
+            let min = if self.shift.spans_blur() {
+                self.cfg.min_correlation / 2.0
+            } else {
+                self.cfg.min_correlation
+            };
+            if strength < min {
                 log::debug!("frame {frame_index}: new field (correlation {strength:.3})");
                 counted = self.finish();
                 self.done.clear();
@@ -301,7 +382,7 @@ impl Tracker {
         classify: impl FnOnce(&[RgbImage]) -> Result<Vec<Prediction>, E>,
     ) -> Result<Vec<CountedCell>, E> {
         let radius = self.cfg.match_radius_um / um_per_px;
-        let mut to_classify: Vec<(usize, RgbImage)> = Vec::new();
+        let mut to_classify: Vec<(usize, RgbImage, (f32, f32))> = Vec::new();
         let mut matched = vec![false; self.tracks.len()];
         for cell in cells {
             let world = (self.camera.0 + cell.centre.0, self.camera.1 + cell.centre.1);
@@ -329,26 +410,32 @@ impl Tracker {
             self.queue_view(t, cell, &mut to_classify);
         }
         if !to_classify.is_empty() {
-            let crops: Vec<RgbImage> = to_classify.iter().map(|(_, c)| c.clone()).collect();
+            let crops: Vec<RgbImage> = to_classify.iter().map(|(_, c, _)| c.clone()).collect();
             let predictions = classify(&crops)?;
-            for ((t, crop), prediction) in to_classify.into_iter().zip(predictions) {
-                self.record_view(t, crop, prediction);
+            for ((t, crop, centre), prediction) in to_classify.into_iter().zip(predictions) {
+                self.record_view(t, crop, centre, prediction);
             }
         }
         Ok(self.collect_counted())
     }
 
-    fn queue_view(&self, t: usize, cell: &Cell, queue: &mut Vec<(usize, RgbImage)>) {
+    fn queue_view(&self, t: usize, cell: &Cell, queue: &mut Vec<(usize, RgbImage, (f32, f32))>) {
         let track = &self.tracks[t];
         if track.counted || !cell.complete {
             return;
         }
         if let Some(crop) = &cell.crop {
-            queue.push((t, crop.clone()));
+            queue.push((t, crop.clone(), cell.centre));
         }
     }
 
-    fn record_view(&mut self, t: usize, crop: RgbImage, prediction: Prediction) {
+    fn record_view(
+        &mut self,
+        t: usize,
+        crop: RgbImage,
+        centre: (f32, f32),
+        prediction: Prediction,
+    ) {
         let frame_index = self.frame_index;
         let track = &mut self.tracks[t];
         track.views += 1;
@@ -361,6 +448,7 @@ impl Tracker {
                 prediction,
                 crop,
                 frame_index,
+                centre,
             });
         }
     }

@@ -227,3 +227,15 @@ def ece(probs, y, bins=15):
         if m.any():
             e += m.mean() * abs(acc[m].mean() - conf[m].mean())
     return float(e)
+
+
+# ---------------------------------------------------------------- sampling
+def balanced_weights(train_items, classes):
+    """Sampling probabilities for class-balanced training (train.py and train_cached.py): every class is
+    equally likely, and within a class present in several sources each source is equally likely."""
+    cnt = {}
+    for it in train_items:
+        cnt[(it["source"], it["cls"])] = cnt.get((it["source"], it["cls"]), 0) + 1
+    nsrc = {c: len({s for s, cc in cnt if cc == c}) for c in classes}
+    wts = np.array([1.0 / (nsrc[it["cls"]] * cnt[(it["source"], it["cls"])]) for it in train_items])
+    return wts / wts.sum()

@@ -2,7 +2,8 @@
 # Smoke test of the model pipeline (CI): tiny synthetic data set in the published Matek layout
 # (<CODE>/<range>/<CODE>_NNNNN.jpg) -> train.py (1 short epoch) -> export.py (ONNX f32, int8 QDQ,
 # calibration, manifests into a temp dir) -> load the int8 model in tract (python) with a fixed batch
-# of 1 and 8 and check the output shape; also the cached-feature trainer. Never touches models/*.onnx.
+# of 1 and 8 and check the output shape; also fine-tuning with --init and the cached-feature trainer.
+# Never touches models/*.onnx.
 #   VENV=models/train/.venv bash models/train/smoke.sh
 # Prints "smoke: N passed, M failed" last; exit status non-zero on any failure.
 set -u
@@ -41,6 +42,8 @@ EOF
 
 check train "$PY" "$HERE/train.py" --data "synth=$TMP/data" --arch effl0t --size 64 --epochs 1 \
   --batch 8 --max-per-class 14 --cache '' --out "$TMP/run"
+check train_init "$PY" "$HERE/train.py" --data "synth=$TMP/data" --arch effl0t --size 64 --epochs 0.5 \
+  --batch 8 --max-per-class 14 --cache '' --init "$TMP/run" --trunk-lr-mult 0.3 --out "$TMP/run_init"
 check export "$PY" "$HERE/export.py" --run "$TMP/run" --calib 9 --latency-runs 2 --ship "$TMP/ship"
 check tract_int8 "$PY" - "$TMP/ship" <<'EOF'
 import sys, re, numpy as np, tract

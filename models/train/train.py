@@ -6,8 +6,11 @@ published layout bone_marrow_cell_dataset/<CODE>/<range>/<CODE>_NNNNN.jpg works 
 Default roots: ../shared/data/marrow and ../shared/data/pbc (relative to the repo root).
 
 Examples
-  # the shipped model (13 classes of shared/data):
+  # from ImageNet weights (13 classes of shared/data):
   models/train/.venv/bin/python models/train/train.py --arch effl0 --size 128 --minutes 45 --out models/train/runs/main
+  # fine-tune end to end from a train_cached.py run, lower LR for stem + blocks 0-10:
+  models/train/.venv/bin/python models/train/train.py --arch effl0t --init models/train/runs/effl0t \
+      --lr 1e-3 --trunk-lr-mult 0.3 --minutes 75 --out models/train/runs/e2e_ft
   # the complete public Matek set, all 21 classes:
   models/train/.venv/bin/python models/train/train.py --data matek=/path/to/bone_marrow_cell_dataset --out runs/matek21
 then: models/train/export.py --run models/train/runs/main --ship models/
@@ -48,6 +51,13 @@ def get_args(argv=None):
     ap.add_argument("--smoothing", type=float, default=0.1)
     ap.add_argument("--teacher", help="run dir of a trained teacher: knowledge distillation (T=2)")
     ap.add_argument("--kd-alpha", type=float, default=0.7)
+    ap.add_argument("--init", metavar="RUN_DIR",
+                    help="initialize from RUN_DIR/model.pt (same arch and classes), e.g. a train_cached.py run")
+    ap.add_argument("--trunk-blocks", type=int, default=11,
+                    help="stem + blocks 0..N-1 form the 'trunk' that gets --trunk-lr-mult")
+    ap.add_argument("--trunk-lr-mult", type=float, default=1.0,
+                    help="learning-rate factor for the trunk (e.g. 0.3 when fine-tuning from --init)")
+    ap.add_argument("--warmup", type=int, default=100, help="linear LR warm-up steps")
     ap.add_argument("--max-per-class", type=int, help="tiny subsets (smoke tests)")
     ap.add_argument("--eval-every", type=float, default=1.0, help="validate every N epochs")
     ap.add_argument("--val-max", type=int, help="validate on a fixed random subset of this size (probes)")
@@ -174,12 +184,7 @@ def main(argv=None):
     say(f"preloaded in {time.time() - t0:.0f}s")
     ytr = np.array([classes.index(it["cls"]) for it in by["train"]])
     # class-balanced sampling; within a class, each source contributes equally
-    cnt = {}
-    for it in by["train"]:
-        cnt[(it["source"], it["cls"])] = cnt.get((it["source"], it["cls"]), 0) + 1
-    nsrc = {c: len({s for s, cc in cnt if cc == c}) for c in classes}
-    wts = np.array([1.0 / (nsrc[it["cls"]] * cnt[(it["source"], it["cls"])]) for it in by["train"]])
-    wts /= wts.sum()
+    wts = common.balanced_weights(by["train"], classes)
 
     model = common.build_model(a.arch, len(classes), pretrained=not a.no_pretrained)
     model = model.to(memory_format=torch.channels_last)
@@ -193,15 +198,42 @@ def main(argv=None):
         teacher.load_state_dict(torch.load(Path(a.teacher) / "model.pt", map_location="cpu"))
         teacher.eval()
         say(f"distilling from {a.teacher} ({tm['arch']}@{tm['size']})")
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.wd)
+    if a.init:
+        im = json.loads((Path(a.init) / "meta.json").read_text())
+        assert im["arch"] == a.arch and im["classes"] == classes, "--init run has another arch or classes"
+        model.load_state_dict(torch.load(Path(a.init) / "model.pt", map_location="cpu"))
+        say(f"initialized from {a.init}/model.pt")
+    trunk, upper = [], []
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        blk = parts[1] if parts[0] in ("blocks", "_blocks") else None
+        is_trunk = parts[0] in ("stem", "_conv_stem", "_bn0") or (blk is not None and int(blk) < a.trunk_blocks)
+        (trunk if is_trunk else upper).append(p)
+    groups = [{"params": upper, "mult": 1.0}]
+    if trunk:
+        groups.append({"params": trunk, "mult": a.trunk_lr_mult})
+    say(f"param groups: upper {sum(p.numel() for p in upper)}, trunk {sum(p.numel() for p in trunk)} "
+        f"(lr x{a.trunk_lr_mult})")
+    opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=a.wd)
     epoch_size = a.epoch_size or len(by["train"])
     steps_per_epoch = max(1, epoch_size // a.batch)
     total_steps = None if a.minutes else max(1, int(a.epochs * steps_per_epoch))
-    warm = min(100, steps_per_epoch)
+    warm = min(a.warmup, steps_per_epoch)
     gen = torch.Generator().manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     eval_steps = max(1, int(a.eval_every * steps_per_epoch))
     best, hist = -1.0, []
+
+    def write_meta(r, final=True):
+        meta = {"arch": a.arch, "size": a.size, "classes": classes, "params": nparam,
+                "sources": [[n, str(p), z] for n, p, z in sources], "steps": step, "batch": a.batch,
+                "epochs": step / steps_per_epoch, "train_minutes": (time.time() - tstart) / 60, "lr": a.lr,
+                "trunk_lr_mult": a.trunk_lr_mult, "trunk_blocks": a.trunk_blocks, "init": a.init,
+                "teacher": a.teacher, "max_per_class": a.max_per_class, "seed": a.seed,
+                "minutes_budget": a.minutes, "finished": final,
+                "val_final": {k: v for k, v in r.items()}, "history": hist,
+                "counts": {sp: len(v) for sp, v in by.items()}}
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
     step, tstart = 0, time.time()
     while True:
         frac = (time.time() - tstart) / (a.minutes * 60) if a.minutes else step / total_steps
@@ -209,7 +241,7 @@ def main(argv=None):
             break
         lr = a.lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["mult"]
         idx = rng.choice(len(wts), size=a.batch, p=wts)
         model.train()
         x = norm(augment(to_input(X["train"][idx]), gen))
@@ -239,20 +271,14 @@ def main(argv=None):
                                                 for k, v in r.items() if isinstance(v, dict)))
             # keep the last model (cosine schedule ends at lr 0); also remember the best
             torch.save(model.state_dict(), out / "model.pt")
+            write_meta(r, final=False)  # checkpoint: an interrupted run can still be exported
             if r["score"] > best:
                 best = r["score"]
                 torch.save(model.state_dict(), out / "best.pt")
-    train_min = (time.time() - tstart) / 60
     r = evaluate(predict(model, X["val"]), by["val"], classes)
     torch.save(model.state_dict(), out / "model.pt")
-    meta = {"arch": a.arch, "size": a.size, "classes": classes, "params": nparam,
-            "sources": [[n, str(p), z] for n, p, z in sources], "steps": step, "batch": a.batch,
-            "epochs": step / steps_per_epoch, "train_minutes": train_min, "lr": a.lr,
-            "teacher": a.teacher, "max_per_class": a.max_per_class, "seed": a.seed,
-            "val_final": {k: v for k, v in r.items()}, "history": hist,
-            "counts": {sp: len(v) for sp, v in by.items()}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    say(f"done: {step} steps, {train_min:.1f} min, val score {r['score']:.4f}")
+    write_meta(r)
+    say(f"done: {step} steps, {(time.time() - tstart) / 60:.1f} min, val score {r['score']:.4f}")
 
 
 if __name__ == "__main__":

@@ -147,12 +147,7 @@ def cmd_train(a):
     say(f"arch {a.arch}, {len(views)} cached views, train {len(by['train'])} val {len(by['val'])}")
     Ftr = [np.asarray(f) for f in Ftr]
     ytr = np.array([classes.index(it["cls"]) for it in by["train"]])
-    cnt = {}
-    for it in by["train"]:
-        cnt[(it["source"], it["cls"])] = cnt.get((it["source"], it["cls"]), 0) + 1
-    nsrc = {c: len({s for s, cc in cnt if cc == c}) for c in classes}
-    wts = np.array([1.0 / (nsrc[it["cls"]] * cnt[(it["source"], it["cls"])]) for it in by["train"]])
-    wts /= wts.sum()
+    wts = common.balanced_weights(by["train"], classes)
 
     model = common.build_model(a.arch, len(classes))
     if a.init:

@@ -1,0 +1,170 @@
+//! Measures the count against the virtual slide's truth: each seeded pan runs through the real live
+//! loop (`pipeline::run`), then every counted cell is matched by position to the slide cell it was,
+//! so cells counted twice, cells missed and counts of nothing are told apart, per true class.
+
+use crate::classify::Classifier;
+use crate::config::BoardProfile;
+use crate::display::NoDisplay;
+use crate::operator::NoControls;
+use crate::pipeline::{self, PipelineError, RunOptions, Station};
+use crate::slide::{SlideOptions, VirtualSlideSource};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A counted cell belongs to the slide cell nearest to it within this distance, µm.
+pub const MATCH_UM: f32 = 8.0;
+
+/// What one pan counted, against its truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct PanResult {
+    pub seed: u64,
+    pub frames: u64,
+    /// Cells on the slide, per class.
+    pub truth: BTreeMap<String, u32>,
+    /// Counted cells per true class (a cell counted twice adds two).
+    pub counted_by_true_class: BTreeMap<String, u32>,
+    /// Counted cells per label the model gave (the differential the operator sees).
+    pub counted_by_label: BTreeMap<String, u32>,
+    pub truth_total: u32,
+    pub counted_total: u32,
+    pub counted_once: u32,
+    /// Extra counts of cells counted more than once.
+    pub double_counts: u32,
+    pub missed: u32,
+    /// Counts that match no slide cell.
+    pub false_counts: u32,
+    /// |counted - truth| / truth over all cells.
+    pub total_error: f64,
+    /// Largest |counted - truth| / truth over the classes (by true class).
+    pub worst_class_error: f64,
+    /// Largest difference between counted and true percentages, percentage points (by true class).
+    pub worst_class_pp: f64,
+}
+
+/// Runs the pan of `seed` through the live loop and matches what it counted to the slide.
+pub fn evaluate_pan(
+    profile: &BoardProfile,
+    classifier: &Classifier,
+    seed: u64,
+    work_dir: &Path,
+) -> Result<PanResult, PipelineError> {
+    let mut source = VirtualSlideSource::new(SlideOptions::new(seed))?;
+    let report_dir = work_dir.join(format!("pan-{seed}"));
+    if report_dir.exists() {
+        let _ = std::fs::remove_dir_all(&report_dir);
+    }
+    let opts = RunOptions {
+        max_frames: None,
+        report_dir,
+        annotate: None,
+        progress: false,
+    };
+    let mut profile = profile.clone();
+    profile.count_target = u32::MAX;
+    let station = Station {
+        display: &mut NoDisplay,
+        controls: &mut NoControls,
+    };
+    let summary = pipeline::run(&profile, &mut source, classifier, station, &opts)?;
+    let slide = source.slide();
+    let radius = MATCH_UM / slide.um_per_px;
+    let mut hits = vec![0u32; slide.cells.len()];
+    let mut result = PanResult {
+        seed,
+        frames: summary.frames,
+        truth: slide.truth_counts(),
+        counted_by_true_class: BTreeMap::new(),
+        counted_by_label: BTreeMap::new(),
+        truth_total: slide.cells.len() as u32,
+        counted_total: summary.tally.total() as u32,
+        counted_once: 0,
+        double_counts: 0,
+        missed: 0,
+        false_counts: 0,
+        total_error: 0.0,
+        worst_class_error: 0.0,
+        worst_class_pp: 0.0,
+    };
+    let seen: BTreeMap<u64, (u64, (f32, f32))> = summary
+        .counted_views
+        .iter()
+        .map(|&(id, frame, centre)| (id, (frame, centre)))
+        .collect();
+    for r in summary.tally.records() {
+        *result.counted_by_label.entry(r.class.clone()).or_default() += 1;
+        // Where the cell was on the slide: its best frame's stage pose plus its place in that frame.
+        let Some(&(frame, (fx, fy))) = seen.get(&r.id) else {
+            result.false_counts += 1;
+            continue;
+        };
+        let pose = source.path()[frame as usize];
+        let (x, y) = (pose.x.round() + fx, pose.y.round() + fy);
+        let nearest = slide
+            .cells
+            .iter()
+            .map(|c| (c, ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt()))
+            .filter(|(_, d)| *d <= radius)
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        match nearest {
+            Some((cell, _)) => {
+                hits[cell.id as usize] += 1;
+                *result
+                    .counted_by_true_class
+                    .entry(cell.class.clone())
+                    .or_default() += 1;
+            }
+            None => result.false_counts += 1,
+        }
+    }
+    for (cell, h) in slide.cells.iter().zip(hits) {
+        if h != 1 {
+            log::debug!(
+                "seed {seed}: {} at ({:.0}, {:.0}) counted {h} times",
+                cell.class,
+                cell.x,
+                cell.y
+            );
+        }
+        match h {
+            0 => result.missed += 1,
+            1 => result.counted_once += 1,
+            n => {
+                result.counted_once += 1;
+                result.double_counts += n - 1;
+            }
+        }
+    }
+    result.total_error = relative_error(result.counted_total, result.truth_total);
+    let counted_matched: u32 = result.counted_by_true_class.values().sum();
+    for (class, &truth) in &result.truth {
+        let counted = result
+            .counted_by_true_class
+            .get(class)
+            .copied()
+            .unwrap_or(0);
+        result.worst_class_error = result.worst_class_error.max(relative_error(counted, truth));
+        let pp = 100.0
+            * (counted as f64 / counted_matched.max(1) as f64
+                - truth as f64 / result.truth_total.max(1) as f64)
+                .abs();
+        result.worst_class_pp = result.worst_class_pp.max(pp);
+    }
+    Ok(result)
+}
+
+fn relative_error(counted: u32, truth: u32) -> f64 {
+    (counted as f64 - truth as f64).abs() / truth.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_error_of_counts() {
+        assert_eq!(relative_error(98, 100), 0.02);
+        assert_eq!(relative_error(0, 0), 0.0);
+        assert_eq!(relative_error(3, 2), 0.5);
+    }
+}
