@@ -128,20 +128,26 @@ pub fn run(
     };
     let corrections = CorrectionLog::new(&opts.report_dir);
     let mut reset_asked: Option<Instant> = None;
+    // Where operator commands act, borrowed afresh whenever commands are applied.
+    macro_rules! desk {
+        () => {
+            Desk {
+                journal: &mut journal,
+                tally: &mut tally,
+                status: &mut status,
+                summary: &mut summary,
+                corrections: &corrections,
+                classes: &classifier.manifest().classes,
+                reset_asked: &mut reset_asked,
+            }
+        };
+    }
     let mut first_error: Option<String> = None;
     let mut last_draw = Instant::now();
     let mut source_ended = false;
     let mut quit = false;
     while !quit && !tally.target_reached() && opts.max_frames.is_none_or(|m| summary.frames < m) {
-        let mut desk = Desk {
-            journal: &mut journal,
-            tally: &mut tally,
-            status: &mut status,
-            summary: &mut summary,
-            corrections: &corrections,
-            classes: &classifier.manifest().classes,
-            reset_asked: &mut reset_asked,
-        };
+        let mut desk = desk!();
         for cmd in controls.poll() {
             quit |= desk.apply(cmd, profile.count_target)?;
             display.show(desk.tally, desk.status)?;
@@ -210,15 +216,7 @@ pub fn run(
         }
     }
     // Commands given while the last frame was processed still count.
-    let mut desk = Desk {
-        journal: &mut journal,
-        tally: &mut tally,
-        status: &mut status,
-        summary: &mut summary,
-        corrections: &corrections,
-        classes: &classifier.manifest().classes,
-        reset_asked: &mut reset_asked,
-    };
+    let mut desk = desk!();
     for cmd in controls.poll() {
         desk.apply(cmd, profile.count_target)?;
     }

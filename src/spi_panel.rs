@@ -204,43 +204,36 @@ pub fn open_spi_panel(
         .map(|line| output_line(gpio_chip, line))
         .transpose()
         .map_err(|e| fail("reset line", &e))?;
-    let delay = &mut linux_embedded_hal::Delay;
-    match (controller, reset) {
-        (PanelController::St7789, None) => Ok(Box::new(SpiPanelDisplay::new(
-            mipidsi::models::ST7789,
-            bus,
-            dc,
-            geometry,
-            delay,
-            kind,
-        )?)),
-        (PanelController::St7789, Some(r)) => Ok(Box::new(SpiPanelDisplay::with_reset(
-            mipidsi::models::ST7789,
-            bus,
-            dc,
-            r,
-            geometry,
-            delay,
-            kind,
-        )?)),
-        (PanelController::Ili9341, None) => Ok(Box::new(SpiPanelDisplay::new(
+    match controller {
+        PanelController::St7789 => boxed(mipidsi::models::ST7789, bus, dc, reset, geometry, kind),
+        PanelController::Ili9341 => boxed(
             mipidsi::models::ILI9341Rgb565,
             bus,
             dc,
+            reset,
             geometry,
-            delay,
             kind,
-        )?)),
-        (PanelController::Ili9341, Some(r)) => Ok(Box::new(SpiPanelDisplay::with_reset(
-            mipidsi::models::ILI9341Rgb565,
-            bus,
-            dc,
-            r,
-            geometry,
-            delay,
-            kind,
-        )?)),
+        ),
     }
+}
+
+/// Initializes a panel of `model` on the board's bus and lines, with or without a reset line.
+#[cfg(target_os = "linux")]
+fn boxed<M: Model<ColorFormat = Rgb565> + 'static>(
+    model: M,
+    bus: linux_embedded_hal::SpidevDevice,
+    dc: linux_embedded_hal::CdevPin,
+    reset: Option<linux_embedded_hal::CdevPin>,
+    geometry: PanelGeometry,
+    kind: &'static str,
+) -> Result<Box<dyn Display>, DisplayError> {
+    let delay = &mut linux_embedded_hal::Delay;
+    Ok(match reset {
+        None => Box::new(SpiPanelDisplay::new(model, bus, dc, geometry, delay, kind)?),
+        Some(r) => Box::new(SpiPanelDisplay::with_reset(
+            model, bus, dc, r, geometry, delay, kind,
+        )?),
+    })
 }
 
 /// A GPIO line requested as an output, driven high at first.
