@@ -401,10 +401,11 @@ where
     let style = MonoTextStyle::new(&FONT_6X10, BinaryColor::On);
     target.clear(BinaryColor::Off)?;
     let head = format!(
-        "{}/{} rev {}",
+        "{}/{} rev {} {:.0}fps",
         tally.classified(),
         tally.target,
-        tally.review()
+        tally.review(),
+        status.fps
     );
     Text::new(&head, Point::new(0, 8), style).draw(target)?;
     if status.screen % 2 == 1 {
