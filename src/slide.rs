@@ -169,8 +169,10 @@ pub struct VirtualSlide {
     background: Rgb<u8>,
     /// Red cells: centre and radius, slide pixels.
     red_cells: Vec<(f32, f32, f32)>,
-    /// The picture of each white cell (already turned), in `cells` order.
-    pictures: Vec<std::sync::Arc<RgbImage>>,
+    /// The cell pictures, each stored once.
+    sprites: Vec<RgbImage>,
+    /// For each white cell, in `cells` order: its picture and how many quarter turns it is turned.
+    pictures: Vec<(usize, u8)>,
 }
 
 impl VirtualSlide {
@@ -189,17 +191,6 @@ impl VirtualSlide {
                 (cx, cy, 33.0 + rng.unit() * 8.0)
             })
             .collect();
-        let turned: Vec<[std::sync::Arc<RgbImage>; 4]> = sprites
-            .iter()
-            .map(|s| {
-                [
-                    std::sync::Arc::new(s.image.clone()),
-                    std::sync::Arc::new(imageops::rotate90(&s.image)),
-                    std::sync::Arc::new(imageops::rotate180(&s.image)),
-                    std::sync::Arc::new(imageops::rotate270(&s.image)),
-                ]
-            })
-            .collect();
         let spacing = 215.0;
         let margin = 130.0;
         let mut cells = Vec::new();
@@ -212,7 +203,7 @@ impl VirtualSlide {
                 // Leave some gaps, as on a real smear.
                 if rng.unit() < 0.8 {
                     let k = rng.below(sprites.len());
-                    pictures.push(turned[k][rng.below(4)].clone());
+                    pictures.push((k, rng.below(4) as u8));
                     cells.push(SlideCell {
                         id: cells.len() as u32,
                         class: sprites[k].class.clone(),
@@ -231,6 +222,7 @@ impl VirtualSlide {
             um_per_px: SLIDE_UM_PER_PX,
             background,
             red_cells,
+            sprites: sprites.iter().map(|s| s.image.clone()).collect(),
             pictures,
         }
     }
@@ -256,10 +248,11 @@ impl VirtualSlide {
                 draw_red_cell(&mut img, cx - fx, cy - fy, r);
             }
         }
-        for (cell, picture) in self.cells.iter().zip(&self.pictures) {
+        for (cell, &(k, turns)) in self.cells.iter().zip(&self.pictures) {
+            let picture = &self.sprites[k];
             let half = picture.width().max(picture.height()) as f32 / 2.0;
             if overlaps(cell.x, cell.y, half) {
-                paste_cell(&mut img, picture, cell.x - fx, cell.y - fy);
+                paste_cell(&mut img, picture, turns, cell.x - fx, cell.y - fy);
             }
         }
         img
@@ -308,9 +301,18 @@ fn draw_red_cell(img: &mut RgbImage, cx: f32, cy: f32, r: f32) {
     }
 }
 
-/// Pastes a cell picture centred at (cx, cy) through a soft round mask.
-fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, cx: f32, cy: f32) {
-    let (sw, sh) = sprite.dimensions();
+/// Pastes a cell picture, turned clockwise by `turns` quarter turns, centred at (cx, cy) through a
+/// soft round mask. The turn is applied while reading, so no turned copy is made.
+fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, turns: u8, cx: f32, cy: f32) {
+    let (w, h) = sprite.dimensions();
+    let (sw, sh) = if turns % 2 == 1 { (h, w) } else { (w, h) };
+    // The pixel of the unturned picture that lands at (x, y) of the turned one.
+    let source = |x: u32, y: u32| match turns % 4 {
+        1 => (y, h - 1 - x),
+        2 => (w - 1 - x, h - 1 - y),
+        3 => (w - 1 - y, x),
+        _ => (x, y),
+    };
     let radius = sw.min(sh) as f32 * 0.40;
     let feather = sw as f32 * 0.08;
     let (ox, oy) = (cx - sw as f32 / 2.0, cy - sh as f32 / 2.0);
@@ -329,7 +331,8 @@ fn paste_cell(img: &mut RgbImage, sprite: &RgbImage, cx: f32, cy: f32) {
             if tx < 0 || ty < 0 || tx >= img.width() as i64 || ty >= img.height() as i64 {
                 continue;
             }
-            let src = sprite.get_pixel(x, y).0;
+            let (px, py) = source(x, y);
+            let src = sprite.get_pixel(px, py).0;
             let dst = img.get_pixel_mut(tx as u32, ty as u32);
             for (d, s) in dst.0.iter_mut().zip(src) {
                 *d = (*d as f32 * (1.0 - alpha) + s as f32 * alpha).round() as u8;
@@ -559,5 +562,23 @@ mod tests {
         let last = a.path().last().unwrap();
         assert!(last.y >= (opts.height - opts.frame_height) as f32 - 0.5);
         assert!(a.path().iter().any(|p| p.blur > 0), "fast moves present");
+    }
+
+    #[test]
+    fn turned_paste_equals_pasting_a_turned_copy() {
+        let sprite = RgbImage::from_fn(40, 30, |x, y| Rgb([x as u8 * 6, y as u8 * 8, 90]));
+        let turned = [
+            sprite.clone(),
+            imageops::rotate90(&sprite),
+            imageops::rotate180(&sprite),
+            imageops::rotate270(&sprite),
+        ];
+        for (turns, copy) in turned.iter().enumerate() {
+            let mut by_reading = RgbImage::from_pixel(64, 64, Rgb([200, 190, 210]));
+            let mut by_copy = by_reading.clone();
+            paste_cell(&mut by_reading, &sprite, turns as u8, 30.5, 28.0);
+            paste_cell(&mut by_copy, copy, 0, 30.5, 28.0);
+            assert!(by_reading == by_copy, "{turns} quarter turns");
+        }
     }
 }
