@@ -42,6 +42,9 @@ pub struct PanResult {
     pub worst_class_pp: f64,
 }
 
+/// A count matched to a slide cell: record id, best frame, tracked world position.
+type Hit = (u64, u64, (f32, f32));
+
 /// Runs the pan of `seed` through the live loop and matches what it counted to the slide.
 pub fn evaluate_pan(
     profile: &BoardProfile,
@@ -69,7 +72,8 @@ pub fn evaluate_pan(
     let summary = pipeline::run(&profile, &mut source, classifier, station, &opts)?;
     let slide = source.slide();
     let radius = MATCH_UM / slide.um_per_px;
-    let mut hits = vec![0u32; slide.cells.len()];
+    // Per slide cell: every count it got.
+    let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); slide.cells.len()];
     let mut result = PanResult {
         seed,
         frames: summary.frames,
@@ -108,7 +112,7 @@ pub fn evaluate_pan(
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match nearest {
             Some((cell, _)) => {
-                hits[cell.id as usize] += 1;
+                hits[cell.id as usize].push((r.id, frame, r.world));
                 *result
                     .counted_by_true_class
                     .entry(cell.class.clone())
@@ -117,13 +121,15 @@ pub fn evaluate_pan(
             None => result.false_counts += 1,
         }
     }
-    for (cell, h) in slide.cells.iter().zip(hits) {
+    for (cell, counts) in slide.cells.iter().zip(hits) {
+        let h = counts.len() as u32;
         if h != 1 {
             log::debug!(
-                "seed {seed}: {} at ({:.0}, {:.0}) counted {h} times",
+                "seed {seed}: {} at ({:.0}, {:.0}) counted {h} times (id, best frame, tracked world: {counts:?}; start pose {:?})",
                 cell.class,
                 cell.x,
-                cell.y
+                cell.y,
+                source.path().first().map(|p| (p.x, p.y))
             );
         }
         match h {

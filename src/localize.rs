@@ -120,7 +120,7 @@ impl Localizer {
             }
             // Too large for one nucleus: nuclei of neighbouring cells were merged. Take the
             // nuclear pieces one by one instead.
-            for piece in split_group(&group, &mask) {
+            for piece in split_group(&group, &mask, split_above, 2.0 * merge_radius as f32) {
                 cells.extend(self.to_cell(&piece, &mask, frame, bin, um_per_px));
             }
         }
@@ -217,6 +217,39 @@ impl Blob {
         (nucleus.area > 0).then(|| Blob::from_component(&nucleus, 0, 0))
     }
 
+    /// The larger side of the bounding box, working pixels.
+    fn extent(&self) -> f32 {
+        (self.x1 - self.x0).max(self.y1 - self.y0) as f32
+    }
+
+    /// Distance between the bounding boxes (0 when they overlap), working pixels.
+    fn gap(&self, other: &Blob) -> f32 {
+        let gx = self
+            .x0
+            .saturating_sub(other.x1)
+            .max(other.x0.saturating_sub(self.x1));
+        let gy = self
+            .y0
+            .saturating_sub(other.y1)
+            .max(other.y0.saturating_sub(self.y1));
+        ((gx * gx + gy * gy) as f32).sqrt()
+    }
+
+    /// Both pieces as one nucleus.
+    fn joined(&self, other: &Blob) -> Blob {
+        let area = self.area + other.area;
+        let weight = |b: &Blob| b.area as f32 / area as f32;
+        Blob {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+            area,
+            cx: self.cx * weight(self) + other.cx * weight(other),
+            cy: self.cy * weight(self) + other.cy * weight(other),
+        }
+    }
+
     fn from_component(c: &Component, dx: u32, dy: u32) -> Blob {
         Blob {
             x0: c.x0 + dx,
@@ -230,8 +263,11 @@ impl Blob {
     }
 }
 
-/// The separate nuclear pieces of an oversized group.
-fn split_group(group: &Component, mask: &GrayImage) -> Vec<Blob> {
+/// The nuclei of an oversized group (working pixels): its separate nuclear pieces, with the lobes of
+/// one nucleus put back together. The two closest pieces (at most `max_gap` apart) are joined first,
+/// as long as the joined nucleus spans at most `max_extent`; so the lobes of a segmented neutrophil
+/// become one cell while the round nuclei of two neighbours stay two.
+fn split_group(group: &Component, mask: &GrayImage, max_extent: f32, max_gap: f32) -> Vec<Blob> {
     let sub = imageops::crop_imm(
         mask,
         group.x0,
@@ -240,33 +276,289 @@ fn split_group(group: &Component, mask: &GrayImage) -> Vec<Blob> {
         group.y1 - group.y0,
     )
     .to_image();
-    label_components(&sub)
+    let mut pieces: Vec<Blob> = label_components(&sub)
         .iter()
         .map(|c| Blob::from_component(c, group.x0, group.y0))
-        .collect()
+        .collect();
+    while let Some((i, j)) = closest_joinable(&pieces, max_extent, max_gap) {
+        let lobe = pieces.swap_remove(j);
+        pieces[i] = pieces[i].joined(&lobe);
+    }
+    pieces
 }
 
-/// Nuclear stain channel at 1/bin resolution: high where blue stays and red and green are absorbed.
-pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
-    let (w, h) = (frame.width() / bin, frame.height() / bin);
-    let mut out = GrayImage::new(w.max(1), h.max(1));
-    let n = (bin * bin) as i32;
-    for y in 0..h {
-        for x in 0..w {
-            let (mut r, mut g, mut b) = (0i32, 0i32, 0i32);
-            for dy in 0..bin {
-                for dx in 0..bin {
-                    let p = frame.get_pixel(x * bin + dx, y * bin + dy).0;
-                    r += p[0] as i32;
-                    g += p[1] as i32;
-                    b += p[2] as i32;
-                }
+/// The pair of pieces (i < j) with the smallest gap whose union stays within `max_extent`.
+fn closest_joinable(pieces: &[Blob], max_extent: f32, max_gap: f32) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize, f32)> = None;
+    for i in 0..pieces.len() {
+        for j in i + 1..pieces.len() {
+            let gap = pieces[i].gap(&pieces[j]);
+            if gap > max_gap || pieces[i].joined(&pieces[j]).extent() > max_extent {
+                continue;
             }
-            let s = (510 + (b - r - g) / n) / 3;
-            out.put_pixel(x, y, image::Luma([s.clamp(0, 255) as u8]));
+            if best.is_none_or(|(_, _, g)| gap < g) {
+                best = Some((i, j, gap));
+            }
+        }
+    }
+    best.map(|(i, j, _)| (i, j))
+}
+
+/// Nuclear stain channel at 1/bin resolution: high where blue stays and red and green are absorbed,
+/// after the frame's own white balance and illumination fall-off are divided out (see
+/// [`BackgroundWhite`]), so a dim corner or a yellow lamp reads like the centre of a well-set
+/// microscope.
+pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
+    let binned = binned_rgb(frame, bin);
+    let white = BackgroundWhite::estimate(&binned);
+    let mut out = GrayImage::new(binned.width, binned.height);
+    for y in 0..binned.height {
+        for x in 0..binned.width {
+            let [r, g, b] = binned.at(x, y);
+            let [wr, wg, wb] = white.at(x, y);
+            // Transmittance per channel (1 = bare slide), so the measure does not change with the
+            // brightness of the lamp.
+            let s = 255.0 * (2.0 + b / wb - r / wr - g / wg) / 3.0;
+            out.put_pixel(x, y, image::Luma([s.clamp(0.0, 255.0) as u8]));
         }
     }
     out
+}
+
+/// A frame's mean colours over bin × bin blocks.
+struct BinnedRgb {
+    width: u32,
+    height: u32,
+    pixels: Vec<[f32; 3]>,
+}
+
+impl BinnedRgb {
+    fn at(&self, x: u32, y: u32) -> [f32; 3] {
+        self.pixels[(y * self.width + x) as usize]
+    }
+}
+
+fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
+    let (width, height) = ((frame.width() / bin).max(1), (frame.height() / bin).max(1));
+    let bin_x = bin.min(frame.width());
+    let bin_y = bin.min(frame.height());
+    let n = (bin_x * bin_y) as f32;
+    let mut pixels = Vec::with_capacity((width * height) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let mut sum = [0u32; 3];
+            for dy in 0..bin_y {
+                for dx in 0..bin_x {
+                    let p = frame.get_pixel(x * bin_x + dx, y * bin_y + dy).0;
+                    for (s, v) in sum.iter_mut().zip(p) {
+                        *s += v as u32;
+                    }
+                }
+            }
+            pixels.push(sum.map(|s| s as f32 / n));
+        }
+    }
+    BinnedRgb {
+        width,
+        height,
+        pixels,
+    }
+}
+
+/// Tiles the background is sampled in, working pixels: about 40 µm at the working scale, larger than
+/// any white cell, so every tile shows some bare slide.
+const WHITE_TILE: u32 = 112;
+/// The brightest share of a tile's pixels is taken as its bare slide.
+const WHITE_SHARE: f32 = 0.2;
+/// A sample darker than this (sum of channels) is the edge of the field stop, not the slide.
+const MIN_WHITE: f32 = 60.0;
+
+/// The colour of bare slide across a frame: the lamp's colour, and the fall-off of illumination
+/// towards the corners. Bare slide is the brightest thing in brightfield: the lamp is the mean of the
+/// frame's brightest pixels, and each tile's brightest pixels sample the illumination where they lie.
+/// A smooth surface (quadratic where there are enough tiles, else a plane or a constant) is fitted to
+/// those samples by least squares, so a cell-crowded tile or the frame's corner does not make a step.
+struct BackgroundWhite {
+    lamp: [f32; 3],
+    lamp_brightness: f32,
+    illumination: Surface,
+}
+
+impl BackgroundWhite {
+    fn estimate(img: &BinnedRgb) -> BackgroundWhite {
+        let whole = bright_sample(img, 0..img.width, 0..img.height);
+        let lamp = whole.map_or([255.0; 3], |s| s.colour);
+        let lamp_brightness = lamp.iter().sum::<f32>();
+        let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
+        let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
+        let mut samples = Vec::with_capacity((tiles_x * tiles_y) as usize);
+        for ty in 0..tiles_y {
+            for tx in 0..tiles_x {
+                let xs = tx * img.width / tiles_x..((tx + 1) * img.width / tiles_x).max(1);
+                let ys = ty * img.height / tiles_y..((ty + 1) * img.height / tiles_y).max(1);
+                samples.extend(bright_sample(img, xs, ys));
+            }
+        }
+        let points: Vec<(f32, f32, f32)> = samples
+            .iter()
+            .map(|s| (s.x, s.y, s.colour.iter().sum::<f32>()))
+            .collect();
+        let illumination = Surface::fit(&points, img.width as f32, img.height as f32)
+            .unwrap_or_else(|| Surface::constant(lamp_brightness));
+        BackgroundWhite {
+            lamp,
+            lamp_brightness,
+            illumination,
+        }
+    }
+
+    /// Bare-slide colour at a working pixel, each channel at least 1.
+    fn at(&self, x: u32, y: u32) -> [f32; 3] {
+        let light = self
+            .illumination
+            .at(x as f32 + 0.5, y as f32 + 0.5)
+            .max(MIN_WHITE);
+        self.lamp
+            .map(|c| (c * light / self.lamp_brightness.max(1.0)).max(1.0))
+    }
+}
+
+/// The brightest pixels of a region: their mean colour and where they lie.
+struct BrightSample {
+    x: f32,
+    y: f32,
+    colour: [f32; 3],
+}
+
+/// Mean colour and centroid of the brightest pixels of a region; none when they are too dark to be
+/// bare slide.
+fn bright_sample(
+    img: &BinnedRgb,
+    xs: std::ops::Range<u32>,
+    ys: std::ops::Range<u32>,
+) -> Option<BrightSample> {
+    let mut hist = [0u32; 766];
+    let brightness = |p: [f32; 3]| (p[0] + p[1] + p[2]).round().clamp(0.0, 765.0) as usize;
+    for y in ys.clone() {
+        for x in xs.clone() {
+            hist[brightness(img.at(x, y))] += 1;
+        }
+    }
+    let total: u32 = hist.iter().sum();
+    let wanted = ((total as f32 * WHITE_SHARE).ceil() as u32).max(1);
+    let (mut taken, mut threshold) = (0u32, 765usize);
+    while threshold > 0 && taken + hist[threshold] < wanted {
+        taken += hist[threshold];
+        threshold -= 1;
+    }
+    let (mut sum, mut sx, mut sy, mut n) = ([0f32; 3], 0f32, 0f32, 0f32);
+    for y in ys {
+        for x in xs.clone() {
+            let p = img.at(x, y);
+            if brightness(p) >= threshold {
+                for (s, v) in sum.iter_mut().zip(p) {
+                    *s += v;
+                }
+                sx += x as f32 + 0.5;
+                sy += y as f32 + 0.5;
+                n += 1.0;
+            }
+        }
+    }
+    let colour = sum.map(|s| s / n.max(1.0));
+    (n > 0.0 && colour.iter().sum::<f32>() >= MIN_WHITE).then(|| BrightSample {
+        x: sx / n,
+        y: sy / n,
+        colour,
+    })
+}
+
+/// A smooth function of position, `c0 + c1 u + c2 v + c3 u² + c4 uv + c5 v²` with u, v the position
+/// scaled to -1..1 across the frame.
+struct Surface {
+    coefficients: [f32; 6],
+    half_w: f32,
+    half_h: f32,
+}
+
+impl Surface {
+    fn constant(value: f32) -> Surface {
+        Surface {
+            coefficients: [value, 0.0, 0.0, 0.0, 0.0, 0.0],
+            half_w: 1.0,
+            half_h: 1.0,
+        }
+    }
+
+    /// Least-squares fit to (x, y, value) points in a width × height frame: quadratic from 9 points,
+    /// a plane from 3, else none.
+    fn fit(points: &[(f32, f32, f32)], width: f32, height: f32) -> Option<Surface> {
+        let terms = match points.len() {
+            n if n >= 9 => 6,
+            n if n >= 3 => 3,
+            _ => return None,
+        };
+        let (half_w, half_h) = (width / 2.0, height / 2.0);
+        let basis = |x: f32, y: f32| {
+            let (u, v) = (x / half_w - 1.0, y / half_h - 1.0);
+            [1.0, u, v, u * u, u * v, v * v]
+        };
+        // Normal equations A·c = b in f64.
+        let mut a = [[0f64; 6]; 6];
+        let mut b = [0f64; 6];
+        for &(x, y, value) in points {
+            let f = basis(x, y);
+            for i in 0..terms {
+                b[i] += (f[i] * value) as f64;
+                for j in 0..terms {
+                    a[i][j] += (f[i] * f[j]) as f64;
+                }
+            }
+        }
+        let solved = solve(&mut a, &mut b, terms)?;
+        let mut coefficients = [0f32; 6];
+        for (c, s) in coefficients.iter_mut().zip(solved) {
+            *c = s as f32;
+        }
+        Some(Surface {
+            coefficients,
+            half_w,
+            half_h,
+        })
+    }
+
+    fn at(&self, x: f32, y: f32) -> f32 {
+        let (u, v) = (x / self.half_w - 1.0, y / self.half_h - 1.0);
+        let c = &self.coefficients;
+        c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+    }
+}
+
+/// Solves the first `n` rows and columns of a·x = b by Gaussian elimination with partial pivoting;
+/// none when the system is singular (samples all on one line, say).
+fn solve(a: &mut [[f64; 6]; 6], b: &mut [f64; 6], n: usize) -> Option<[f64; 6]> {
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let pivot_row = a[col];
+        for row in col + 1..n {
+            let factor = a[row][col] / pivot_row[col];
+            for (value, above) in a[row][col..n].iter_mut().zip(&pivot_row[col..n]) {
+                *value -= factor * above;
+            }
+            b[row] -= factor * b[col];
+        }
+    }
+    let mut x = [0f64; 6];
+    for row in (0..n).rev() {
+        let rest: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - rest) / a[row][row];
+    }
+    Some(x)
 }
 
 /// Variance of the 4-neighbour Laplacian: low for blurred frames.
@@ -320,8 +612,9 @@ pub fn otsu(hist: &[u64; 256]) -> u8 {
     best_t
 }
 
-/// Minimum contrast of a nucleus over the frame's median stain value.
-const MIN_NUCLEUS_CONTRAST: u8 = 38;
+/// Minimum contrast of a nucleus over the frame's median stain value (stain of transmittance: 38 grey
+/// levels under a typical lamp of about 220).
+const MIN_NUCLEUS_CONTRAST: u8 = 44;
 
 /// Binary nucleus mask (255 = nucleus) of a stain channel.
 pub fn nucleus_mask(stain: &GrayImage) -> GrayImage {
@@ -519,6 +812,85 @@ mod tests {
             }
         }
         img
+    }
+
+    /// The frame seen through a yellowish lamp whose light falls off to 55 % at the left edge.
+    fn dim_yellow(frame: &RgbImage) -> RgbImage {
+        let w = frame.width() as f32;
+        let mut out = frame.clone();
+        for (x, _, p) in out.enumerate_pixels_mut() {
+            let light = 0.55 + 0.45 * x as f32 / (w - 1.0);
+            for (v, tint) in p.0.iter_mut().zip([1.0, 0.92, 0.7]) {
+                *v = (*v as f32 * light * tint).round() as u8;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lamp_colour_and_fall_off_are_divided_out() {
+        let bare = RgbImage::from_pixel(240, 160, Rgb([228, 222, 214]));
+        let stain = stain_channel(&dim_yellow(&bare), 1);
+        let (lo, hi) = stain
+            .pixels()
+            .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p.0[0]), hi.max(p.0[0])));
+        // Bare slide is transmittance 1 in every channel: 255 × (2 + 1 − 1 − 1) / 3 = 85, in the
+        // dim corner as in the bright one (uncorrected, the dim edge reads 30 levels higher).
+        assert!(lo >= 82 && hi <= 88, "bare slide stain ranges {lo}..{hi}");
+        // A nucleus reads the same under a lamp turned down to 60 %.
+        let mut frame = synthetic_frame();
+        let bright = stain_channel(&frame, 1).get_pixel(120, 90).0[0] as i32;
+        frame
+            .pixels_mut()
+            .for_each(|p| p.0 = p.0.map(|v| (v as f32 * 0.6) as u8));
+        let dim = stain_channel(&frame, 1).get_pixel(120, 90).0[0] as i32;
+        assert!(
+            (bright - dim).abs() <= 3,
+            "nucleus {bright} bright, {dim} dim"
+        );
+    }
+
+    #[test]
+    fn a_dim_yellow_frame_gives_the_same_cell() {
+        let frame = synthetic_frame();
+        let localizer = Localizer::new(LocalizerConfig::default(), 12.0);
+        let clean = localizer.localize(&frame, 0.25);
+        let tinted = localizer.localize(&dim_yellow(&frame), 0.25);
+        assert_eq!(clean.cells.len(), 1);
+        assert_eq!(tinted.cells.len(), 1);
+        let (a, b) = (clean.cells[0].centre, tinted.cells[0].centre);
+        assert!(
+            (a.0 - b.0).abs() < 2.0 && (a.1 - b.1).abs() < 2.0,
+            "{a:?} {b:?}"
+        );
+    }
+
+    #[test]
+    fn lobes_of_one_nucleus_are_one_cell_beside_a_neighbour() {
+        // 0.35 µm/px (the working scale): three lobes 3 px apart (a segmented neutrophil, 14.7 µm
+        // across) and, 8 px from the last lobe, a round nucleus. The group spans 27 µm, so it is
+        // taken apart; the lobes must come back together and the neighbour stay on its own.
+        let mut frame = RgbImage::from_pixel(160, 90, Rgb([228, 222, 214]));
+        let discs = [
+            (40.0, 45.0, 6.0),
+            (55.0, 45.0, 6.0),
+            (70.0, 45.0, 6.0),
+            (98.0, 45.0, 14.0),
+        ];
+        for (x, y, p) in frame.enumerate_pixels_mut() {
+            let inside = discs.iter().any(|&(cx, cy, r): &(f32, f32, f32)| {
+                (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) < r * r
+            });
+            if inside {
+                *p = Rgb([95, 60, 160]);
+            }
+        }
+        let loc = Localizer::new(LocalizerConfig::default(), 20.0).localize(&frame, 0.35);
+        let mut centres: Vec<f32> = loc.cells.iter().map(|c| c.centre.0).collect();
+        centres.sort_by(f32::total_cmp);
+        assert_eq!(centres.len(), 2, "{centres:?}");
+        assert!((centres[0] - 55.5).abs() < 2.0, "{centres:?}");
+        assert!((centres[1] - 98.5).abs() < 2.0, "{centres:?}");
     }
 
     #[test]

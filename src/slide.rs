@@ -14,8 +14,17 @@ use std::path::{Path, PathBuf};
 /// diameters (about 7.5 µm over about 75 px at 192 px crops).
 pub const SLIDE_UM_PER_PX: f32 = 0.1;
 
-/// The built-in atlas: real marrow crops, 192 px each, one column per class.
+/// The demo atlas: real marrow crops, 192 px each, one column per class. Built into the binary by the
+/// default `embedded-atlas` feature; board builds leave it out (0.3 MB) and read the file instead.
+#[cfg(feature = "embedded-atlas")]
 const ATLAS_JPEG: &[u8] = include_bytes!("../models/demo-atlas.jpg");
+/// Where a build without the embedded atlas looks for it: `$MARROWSCOPE_ATLAS`, else this path under
+/// the working folder, else the install location of `board/INSTALL.md`.
+#[cfg(not(feature = "embedded-atlas"))]
+const ATLAS_PATHS: [&str; 2] = [
+    "models/demo-atlas.jpg",
+    "/usr/local/share/marrowscope/demo-atlas.jpg",
+];
 /// Class code of each atlas column, and the crop side.
 const ATLAS_CLASSES: [&str; 8] = ["ART", "BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"];
 const ATLAS_CELL: u32 = 192;
@@ -86,10 +95,36 @@ impl Rng {
     }
 }
 
-/// Sprites from the built-in atlas.
+/// The atlas's JPEG bytes and where they came from.
+#[cfg(feature = "embedded-atlas")]
+fn atlas_jpeg() -> Result<(std::borrow::Cow<'static, [u8]>, String), SourceError> {
+    Ok((ATLAS_JPEG.into(), "built-in atlas".to_string()))
+}
+
+#[cfg(not(feature = "embedded-atlas"))]
+fn atlas_jpeg() -> Result<(std::borrow::Cow<'static, [u8]>, String), SourceError> {
+    let candidates: Vec<std::path::PathBuf> = std::env::var_os("MARROWSCOPE_ATLAS")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(ATLAS_PATHS.iter().map(std::path::PathBuf::from))
+        .collect();
+    for path in &candidates {
+        if let Ok(bytes) = std::fs::read(path) {
+            return Ok((bytes.into(), path.display().to_string()));
+        }
+    }
+    Err(SourceError::Decode(format!(
+        "the virtual slide needs real crops: none in ../shared/data or $MARROWSCOPE_DATA, and no \
+         demo atlas at $MARROWSCOPE_ATLAS or {}",
+        ATLAS_PATHS.join(" or ")
+    )))
+}
+
+/// Sprites from the demo atlas.
 pub fn atlas_sprites() -> Result<Vec<Sprite>, SourceError> {
-    let atlas = image::load_from_memory_with_format(ATLAS_JPEG, image::ImageFormat::Jpeg)
-        .map_err(|e| SourceError::Decode(format!("built-in atlas: {e}")))?
+    let (jpeg, origin) = atlas_jpeg()?;
+    let atlas = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .map_err(|e| SourceError::Decode(format!("{origin}: {e}")))?
         .to_rgb8();
     let mut sprites = Vec::new();
     for (col, class) in ATLAS_CLASSES.iter().enumerate() {

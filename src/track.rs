@@ -61,7 +61,11 @@ pub struct CountedCell {
 #[derive(Debug, Clone)]
 struct Track {
     id: u64,
+    /// Where the cell was last seen (world pixels); follows it while it enters or leaves the view.
     world: (f32, f32),
+    /// Where the cell was last seen whole. A cell cut by the frame edge shows only part of its
+    /// nucleus, whose centre is off by up to a cell radius: only whole views say where it is.
+    settled: Option<(f32, f32)>,
     last_seen: u64,
     views: u32,
     best: Option<View>,
@@ -298,6 +302,8 @@ pub struct Tracker {
     done: Vec<(f32, f32)>,
     next_id: u64,
     frame_index: u64,
+    /// Match radius in frame pixels, from the scale of the last observed frame.
+    match_radius_px: f32,
 }
 
 impl Tracker {
@@ -310,6 +316,7 @@ impl Tracker {
             done: Vec::new(),
             next_id: 0,
             frame_index: 0,
+            match_radius_px: 0.0,
         }
     }
 
@@ -382,6 +389,7 @@ impl Tracker {
         classify: impl FnOnce(&[RgbImage]) -> Result<Vec<Prediction>, E>,
     ) -> Result<Vec<CountedCell>, E> {
         let radius = self.cfg.match_radius_um / um_per_px;
+        self.match_radius_px = radius;
         let mut to_classify: Vec<(usize, RgbImage, (f32, f32))> = Vec::new();
         let mut matched = vec![false; self.tracks.len()];
         for cell in cells {
@@ -390,9 +398,17 @@ impl Tracker {
                 if self.near_done(world, radius) {
                     continue;
                 }
+                log::trace!(
+                    "frame {}: track {} born at ({:.0}, {:.0})",
+                    self.frame_index,
+                    self.next_id,
+                    world.0,
+                    world.1
+                );
                 self.tracks.push(Track {
                     id: self.next_id,
                     world,
+                    settled: cell.complete.then_some(world),
                     last_seen: self.frame_index,
                     views: 0,
                     best: None,
@@ -406,6 +422,9 @@ impl Tracker {
             matched[t] = true;
             let track = &mut self.tracks[t];
             track.world = world;
+            if cell.complete {
+                track.settled = Some(world);
+            }
             track.last_seen = self.frame_index;
             self.queue_view(t, cell, &mut to_classify);
         }
@@ -416,7 +435,7 @@ impl Tracker {
                 self.record_view(t, crop, centre, prediction);
             }
         }
-        Ok(self.collect_counted())
+        Ok(self.collect_counted(radius))
     }
 
     fn queue_view(&self, t: usize, cell: &Cell, queue: &mut Vec<(usize, RgbImage, (f32, f32))>) {
@@ -468,18 +487,32 @@ impl Tracker {
         self.done.iter().any(|d| dist(*d, world) <= radius)
     }
 
-    /// Counts stable tracks and closes lost ones.
-    fn collect_counted(&mut self) -> Vec<CountedCell> {
+    /// Counts stable tracks and closes lost ones. A track that has settled onto the place of a cell
+    /// counted earlier is that cell seen again (it was born at the frame edge, where a half-seen
+    /// nucleus puts the centre off by up to a cell radius): it is absorbed, not counted.
+    fn collect_counted(&mut self, radius: f32) -> Vec<CountedCell> {
         let mut out = Vec::new();
         let now = self.frame_index;
         let max_missing = self.cfg.max_missing;
         let stable = self.cfg.stable_views;
+        let done = &self.done;
         for track in &mut self.tracks {
             let lost = now.saturating_sub(track.last_seen) > max_missing;
-            if !track.counted && track.best.is_some() && (track.views >= stable || lost) {
-                track.counted = true;
-                out.push(counted(track));
+            if track.counted || track.best.is_none() || !(track.views >= stable || lost) {
+                continue;
             }
+            track.counted = true;
+            if done.iter().any(|d| dist(*d, track.place()) <= radius) {
+                log::debug!("track {} is a counted cell seen again: absorbed", track.id);
+                continue;
+            }
+            log::trace!(
+                "frame {now}: track {} counted at ({:.0}, {:.0})",
+                track.id,
+                track.place().0,
+                track.place().1
+            );
+            out.push(counted(track));
         }
         let (closed, open): (Vec<Track>, Vec<Track>) = self
             .tracks
@@ -487,29 +520,38 @@ impl Tracker {
             .partition(|t| now.saturating_sub(t.last_seen) > max_missing);
         self.tracks = open;
         self.done
-            .extend(closed.iter().filter(|t| t.counted).map(|t| t.world));
+            .extend(closed.iter().filter(|t| t.counted).map(Track::place));
         out
     }
 
     /// Counts every open track that has a classified view (end of the stream).
     pub fn finish(&mut self) -> Vec<CountedCell> {
         let mut out = Vec::new();
+        let radius = self.match_radius_px;
         for track in self.tracks.drain(..) {
-            if !track.counted && track.best.is_some() {
+            let seen_again = self.done.iter().any(|d| dist(*d, track.place()) <= radius);
+            if !track.counted && track.best.is_some() && !seen_again {
                 out.push(counted(&track));
             }
             if track.best.is_some() {
-                self.done.push(track.world);
+                self.done.push(track.place());
             }
         }
         out
     }
 }
 
+impl Track {
+    /// Best known position of the cell: where it was last seen whole.
+    fn place(&self) -> (f32, f32) {
+        self.settled.unwrap_or(self.world)
+    }
+}
+
 fn counted(track: &Track) -> CountedCell {
     CountedCell {
         track_id: track.id,
-        world: track.world,
+        world: track.place(),
         view: track.best.clone().expect("counted tracks have a view"),
     }
 }
@@ -542,6 +584,116 @@ mod tests {
             }
         }
         img
+    }
+
+    /// A detection at `centre` (frame pixels); `whole` says whether the frame edge cuts it.
+    fn detection(centre: (f32, f32), whole: bool) -> Cell {
+        Cell {
+            bbox: crate::localize::BoxPx {
+                x0: centre.0 - 20.0,
+                y0: centre.1 - 20.0,
+                x1: centre.0 + 20.0,
+                y1: centre.1 + 20.0,
+            },
+            centre,
+            mask: image::GrayImage::new(1, 1),
+            mask_scale: 1,
+            nucleus_area_um2: 40.0,
+            complete: whole,
+            crop: whole.then(|| RgbImage::new(8, 8)),
+        }
+    }
+
+    fn sure(crops: &[RgbImage]) -> Result<Vec<Prediction>, ()> {
+        Ok(crops
+            .iter()
+            .map(|_| Prediction {
+                top: 0,
+                probability: 0.9,
+                probabilities: vec![0.9, 0.1],
+                review: false,
+            })
+            .collect())
+    }
+
+    /// Feeds the same still frame with the given detections; returns how many cells were counted.
+    fn feed(tracker: &mut Tracker, still: &RgbImage, frame: &mut u64, cells: &[Cell]) -> usize {
+        *frame += 1;
+        let mut n = tracker.advance(still, *frame).len();
+        n += tracker.observe(cells, 0.25, sure).unwrap().len();
+        n
+    }
+
+    #[test]
+    fn a_cell_that_leaves_and_comes_back_is_counted_once() {
+        // 0.25 µm/px: the 5 µm match radius is 20 px. While the cell is cut by the frame edge its
+        // detected centre sits 30 px off (only part of the nucleus is in view).
+        let still = textured(320, 240);
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut frame = 0;
+        let mut counted = 0;
+        for _ in 0..3 {
+            counted += feed(
+                &mut tracker,
+                &still,
+                &mut frame,
+                &[detection((100.0, 100.0), true)],
+            );
+        }
+        assert_eq!(counted, 1, "three whole views count the cell");
+        // Leaving: the part still in view drifts off, then the cell is gone long enough to close.
+        counted += feed(
+            &mut tracker,
+            &still,
+            &mut frame,
+            &[detection((115.0, 100.0), false)],
+        );
+        counted += feed(
+            &mut tracker,
+            &still,
+            &mut frame,
+            &[detection((130.0, 100.0), false)],
+        );
+        for _ in 0..5 {
+            counted += feed(&mut tracker, &still, &mut frame, &[]);
+        }
+        // Coming back: first cut (centre off), then whole at its old place.
+        counted += feed(
+            &mut tracker,
+            &still,
+            &mut frame,
+            &[detection((72.0, 100.0), false)],
+        );
+        for _ in 0..4 {
+            counted += feed(
+                &mut tracker,
+                &still,
+                &mut frame,
+                &[detection((100.0, 100.0), true)],
+            );
+        }
+        for _ in 0..5 {
+            counted += feed(&mut tracker, &still, &mut frame, &[]);
+        }
+        counted += tracker.finish().len();
+        assert_eq!(counted, 1, "the cell came back and was counted again");
+    }
+
+    #[test]
+    fn two_cells_side_by_side_are_both_counted() {
+        let still = textured(320, 240);
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        let mut frame = 0;
+        let pair = [
+            detection((100.0, 100.0), true),
+            detection((150.0, 100.0), true),
+        ];
+        let mut counted = 0;
+        for _ in 0..3 {
+            counted += feed(&mut tracker, &still, &mut frame, &pair);
+        }
+        counted += tracker.finish().len();
+        assert_eq!(counted, 2);
     }
 
     #[test]

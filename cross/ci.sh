@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The ARM part of CI (called by .ci/run after the host tests): installs the cross toolchains, builds the
+# board binaries for each target, and checks each under qemu-user against the host build:
+#   - stripped size (goal <= 10 MB, a failure above it),
+#   - classifier parity on real crops (cross/parity.sh; 2 crops per class of marrow and pbc, int8),
+#   - guest instructions per crop (cross/insns.sh), printed for the README.
+#   HOST_BIN=target/debug/marrowscope bash cross/ci.sh [TARGET...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+MAX_BYTES=$((10 * 1000 * 1000))
+start=$(date +%s)
+step() { echo; echo "== arm: $* ($(( $(date +%s) - start )) s)"; }
+
+arches=()
+for t in "${TARGETS[@]}"; do
+  case "$t" in
+    aarch64-*) arches+=(arm64) ;;
+    armv7-*) arches+=(armhf) ;;
+    *) echo "cross/ci.sh: unknown target $t" >&2; exit 2 ;;
+  esac
+done
+step "toolchains (${arches[*]})"
+bash cross/setup.sh "${arches[@]}"
+
+for t in "${TARGETS[@]}"; do
+  step "build $t"
+  bash cross/build.sh "$t"
+  bin="target/cross/$t/board/marrowscope"
+  size=$(stat -c %s "$bin")
+  echo "size: $t stripped binary $size bytes (goal <= $MAX_BYTES)"
+  [ "$size" -le "$MAX_BYTES" ] || { echo "cross/ci.sh: $t binary is over the size goal" >&2; exit 1; }
+  step "parity $t (qemu-user)"
+  bash cross/parity.sh "$t" models/marrow-int8.ron 2
+  step "instructions per crop $t"
+  bash cross/insns.sh "$t"
+done
+step "done"
