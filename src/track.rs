@@ -395,7 +395,7 @@ impl Tracker {
         for cell in cells {
             let world = (self.camera.0 + cell.centre.0, self.camera.1 + cell.centre.1);
             let Some(t) = self.match_track(world, radius, &matched) else {
-                if self.near_done(world, radius) {
+                if near_any(&self.done, world, radius) {
                     continue;
                 }
                 log::trace!(
@@ -483,10 +483,6 @@ impl Tracker {
             .map(|(i, _)| i)
     }
 
-    fn near_done(&self, world: (f32, f32), radius: f32) -> bool {
-        self.done.iter().any(|d| dist(*d, world) <= radius)
-    }
-
     /// Counts stable tracks and closes lost ones. A track that has settled onto the place of a cell
     /// counted earlier is that cell seen again (it was born at the frame edge, where a half-seen
     /// nucleus puts the centre off by up to a cell radius): it is absorbed, not counted.
@@ -502,7 +498,7 @@ impl Tracker {
                 continue;
             }
             track.counted = true;
-            if done.iter().any(|d| dist(*d, track.place()) <= radius) {
+            if near_any(done, track.place(), radius) {
                 log::debug!("track {} is a counted cell seen again: absorbed", track.id);
                 continue;
             }
@@ -529,7 +525,7 @@ impl Tracker {
         let mut out = Vec::new();
         let radius = self.match_radius_px;
         for track in self.tracks.drain(..) {
-            let seen_again = self.done.iter().any(|d| dist(*d, track.place()) <= radius);
+            let seen_again = near_any(&self.done, track.place(), radius);
             if !track.counted && track.best.is_some() && !seen_again {
                 out.push(counted(&track));
             }
@@ -554,6 +550,11 @@ fn counted(track: &Track) -> CountedCell {
         world: track.place(),
         view: track.best.clone().expect("counted tracks have a view"),
     }
+}
+
+/// True when a counted cell's position lies within `radius` of `world`.
+fn near_any(done: &[(f32, f32)], world: (f32, f32), radius: f32) -> bool {
+    done.iter().any(|d| dist(*d, world) <= radius)
 }
 
 fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
@@ -616,83 +617,62 @@ mod tests {
             .collect())
     }
 
-    /// Feeds the same still frame with the given detections; returns how many cells were counted.
-    fn feed(tracker: &mut Tracker, still: &RgbImage, frame: &mut u64, cells: &[Cell]) -> usize {
-        *frame += 1;
-        let mut n = tracker.advance(still, *frame).len();
-        n += tracker.observe(cells, 0.25, sure).unwrap().len();
-        n
+    /// A still field of view fed to a tracker frame after frame.
+    struct Still {
+        tracker: Tracker,
+        frame: RgbImage,
+        index: u64,
+    }
+
+    impl Still {
+        fn new() -> Still {
+            Still {
+                tracker: Tracker::new(TrackerConfig::default()),
+                frame: textured(320, 240),
+                index: 0,
+            }
+        }
+
+        /// Shows `times` frames with the given detections (at 0.25 µm/px); returns the cells counted.
+        fn show(&mut self, cells: &[Cell], times: usize) -> usize {
+            let mut n = 0;
+            for _ in 0..times {
+                self.index += 1;
+                n += self.tracker.advance(&self.frame, self.index).len();
+                n += self.tracker.observe(cells, 0.25, sure).unwrap().len();
+            }
+            n
+        }
     }
 
     #[test]
     fn a_cell_that_leaves_and_comes_back_is_counted_once() {
         // 0.25 µm/px: the 5 µm match radius is 20 px. While the cell is cut by the frame edge its
-        // detected centre sits 30 px off (only part of the nucleus is in view).
-        let still = textured(320, 240);
-        let mut tracker = Tracker::new(TrackerConfig::default());
-        let mut frame = 0;
-        let mut counted = 0;
-        for _ in 0..3 {
-            counted += feed(
-                &mut tracker,
-                &still,
-                &mut frame,
-                &[detection((100.0, 100.0), true)],
-            );
-        }
+        // detected centre sits up to 30 px off (only part of the nucleus is in view).
+        let mut still = Still::new();
+        let whole = [detection((100.0, 100.0), true)];
+        let mut counted = still.show(&whole, 3);
         assert_eq!(counted, 1, "three whole views count the cell");
         // Leaving: the part still in view drifts off, then the cell is gone long enough to close.
-        counted += feed(
-            &mut tracker,
-            &still,
-            &mut frame,
-            &[detection((115.0, 100.0), false)],
-        );
-        counted += feed(
-            &mut tracker,
-            &still,
-            &mut frame,
-            &[detection((130.0, 100.0), false)],
-        );
-        for _ in 0..5 {
-            counted += feed(&mut tracker, &still, &mut frame, &[]);
-        }
+        counted += still.show(&[detection((115.0, 100.0), false)], 1);
+        counted += still.show(&[detection((130.0, 100.0), false)], 1);
+        counted += still.show(&[], 5);
         // Coming back: first cut (centre off), then whole at its old place.
-        counted += feed(
-            &mut tracker,
-            &still,
-            &mut frame,
-            &[detection((72.0, 100.0), false)],
-        );
-        for _ in 0..4 {
-            counted += feed(
-                &mut tracker,
-                &still,
-                &mut frame,
-                &[detection((100.0, 100.0), true)],
-            );
-        }
-        for _ in 0..5 {
-            counted += feed(&mut tracker, &still, &mut frame, &[]);
-        }
-        counted += tracker.finish().len();
+        counted += still.show(&[detection((72.0, 100.0), false)], 1);
+        counted += still.show(&whole, 4);
+        counted += still.show(&[], 5);
+        counted += still.tracker.finish().len();
         assert_eq!(counted, 1, "the cell came back and was counted again");
     }
 
     #[test]
     fn two_cells_side_by_side_are_both_counted() {
-        let still = textured(320, 240);
-        let mut tracker = Tracker::new(TrackerConfig::default());
-        let mut frame = 0;
+        let mut still = Still::new();
         let pair = [
             detection((100.0, 100.0), true),
             detection((150.0, 100.0), true),
         ];
-        let mut counted = 0;
-        for _ in 0..3 {
-            counted += feed(&mut tracker, &still, &mut frame, &pair);
-        }
-        counted += tracker.finish().len();
+        let counted = still.show(&pair, 3) + still.tracker.finish().len();
         assert_eq!(counted, 2);
     }
 
