@@ -2,7 +2,8 @@
 # The ARM part of CI (called by .ci/run after the host tests): installs the cross toolchains, builds the
 # board binaries for each target, and checks each under qemu-user against the host build:
 #   - stripped size (goal <= 10 MB, a failure above it),
-#   - classifier parity on real crops (cross/parity.sh; 2 crops per class of marrow and pbc, int8),
+#   - parity with the host build (cross/parity.sh): top-1 labels on real crops (2 per class of marrow
+#     and pbc, int8), and the live pipeline (`run`) on real smear frames and on the virtual slide,
 #   - guest instructions per crop (cross/insns.sh), printed for the README.
 #   HOST_BIN=target/debug/marrowscope bash cross/ci.sh [TARGET...]
 set -euo pipefail

@@ -3,7 +3,7 @@
  * repeatable measure of work per crop under qemu-user (wall time under emulation says little).
  *
  *   gcc -shared -fPIC -O2 -o insn_count.so cross/insn_count.c
- *   qemu-aarch64 -L /usr/aarch64-linux-gnu -plugin ./insn_count.so -d plugin -D out.txt BINARY ARGS
+ *   qemu-aarch64 -plugin ./insn_count.so -d plugin -D out.txt BINARY ARGS
  *
  * Prints "insns: N" through QEMU's plugin log when the program exits. Needs the dynamically linked
  * qemu-user (Debian package qemu-user; qemu-user-static cannot load plugins).

@@ -14,11 +14,8 @@ MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(models/marrow-int8.ron models/marrow-f32.ron)
 DATA="${MARROWSCOPE_DATA:-../shared/data}"
 ARM_BIN="${ARM_BIN:-target/cross/$TARGET/board/marrowscope}"
-case "$TARGET" in
-  aarch64-*) QEMU=(qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu) ;;
-  armv7-*) QEMU=(qemu-arm -cpu cortex-a7 -L /usr/arm-linux-gnueabihf) ;;
-  *) echo "insns: unknown target $TARGET" >&2; exit 2 ;;
-esac
+source cross/qemu.sh
+qemu_for "$TARGET" dynamic || exit 2
 [ -x "$ARM_BIN" ] || { echo "insns: $ARM_BIN missing (cross/build.sh)" >&2; exit 1; }
 command -v "${QEMU[0]}" >/dev/null || { echo "insns: ${QEMU[0]} missing (apt install qemu-user)" >&2; exit 1; }
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT

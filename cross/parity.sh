@@ -5,9 +5,8 @@
 #     journals must hold the same cells with the same classes (positions and probabilities compared).
 #   bash cross/parity.sh [TARGET] [MODEL_RON] [CROPS_PER_CLASS]
 # MODEL_RON (default the int8 model) is used for the crops; the pipeline runs PIPELINE_MODEL (default
-# the f32 model, which the board profiles use) on PIPELINE_FRAMES frames of each source. The pipeline
-# part is off by default (PIPELINE_FRAMES=0): under qemu-user 7.2 `run` has not finished one frame in
-# 10 minutes (not understood yet; see cross/README.md), so CI runs the crop part only.
+# the f32 model, which the board profiles use) on PIPELINE_FRAMES frames (default 12) of each source;
+# PIPELINE_FRAMES=0 leaves the pipeline part out.
 # Needs ../shared/data, a host binary (HOST_BIN; default target/release/marrowscope, else
 # target/debug/marrowscope) and the ARM binary from cross/build.sh. Exit status non-zero when any label
 # or count differs.
@@ -24,11 +23,9 @@ fi
 ARM_BIN="${ARM_BIN:-target/cross/$TARGET/board/marrowscope}"
 FRAMES_DIR="$DATA/frames/bccd/JPEGImages"
 PIPELINE_MODEL="${PIPELINE_MODEL:-models/marrow-f32.ron}"
-case "$TARGET" in
-  aarch64-*) RUN=(qemu-aarch64-static -cpu cortex-a72 -L /usr/aarch64-linux-gnu) ;;
-  armv7-*) RUN=(qemu-arm-static -cpu cortex-a7 -L /usr/arm-linux-gnueabihf) ;;
-  *) echo "parity: unknown target $TARGET" >&2; exit 2 ;;
-esac
+source cross/qemu.sh
+qemu_for "$TARGET" static || exit 2
+RUN=("${QEMU[@]}")
 for b in "$HOST_BIN" "$ARM_BIN"; do
   [ -x "$b" ] || { echo "parity: $b missing (cargo build / cross/build.sh)" >&2; exit 1; }
 done
@@ -82,9 +79,9 @@ print(f"parity: {name}: {len(pairs)} cells counted, same ids and classes; larges
       f"difference {dp:.2e}, largest position difference {dx:.2e} px")
 PY
 }
-if [ "${PIPELINE_FRAMES:-0}" -gt 0 ]; then
-  pipeline smear-frames "dir:$FRAMES_DIR" "$PIPELINE_FRAMES"
-  pipeline virtual-slide "virtual:1" "$PIPELINE_FRAMES"
+if [ "${PIPELINE_FRAMES:-12}" -gt 0 ]; then
+  pipeline smear-frames "dir:$FRAMES_DIR" "${PIPELINE_FRAMES:-12}"
+  pipeline virtual-slide "virtual:1" "${PIPELINE_FRAMES:-12}"
 else
   echo "parity: pipeline part not run (PIPELINE_FRAMES=0)"
 fi

@@ -1,96 +1,479 @@
-//! Stage timings for `marrowscope bench`: model cold start, classification per crop at several
-//! batch sizes, localization per megapixel, and end-to-end frames per second on the virtual slide.
+//! `marrowscope bench`: timings and memory of each stage, measured in one run on this machine —
+//! model load, classification per crop at several batch sizes, localization per megapixel,
+//! end-to-end frames per second at camera resolution, time from process start to the first counted
+//! cell, and peak resident memory — plus the soak test (`bench --soak N`), which drives the real
+//! live loop over a virtual slide for N frames and samples resident memory as it goes.
+//!
+//! tract runs on one thread here (no multithreaded kernels are built in), so every figure is one
+//! core's. Frames of the virtual slide are synthesized in memory; the time spent synthesizing them
+//! stands in for the camera and is left out of the pipeline's figures (it is reported on its own).
 
 use crate::classify::{Classifier, ClassifyError};
 use crate::config::BoardProfile;
+use crate::display::NoDisplay;
 use crate::localize::Localizer;
-use crate::slide::{atlas_sprites, SlideOptions, VirtualSlideSource};
-use crate::source::FrameSource;
+use crate::operator::NoControls;
+use crate::pipeline::{self, PipelineError, RunOptions, Station};
+use crate::slide::{atlas_sprites, SlideOptions, StagePose, VirtualSlideSource};
+use crate::source::{Frame, FrameSource, SourceError};
 use crate::track::{Tracker, TrackerConfig};
-use image::RgbImage;
+use image::{imageops, RgbImage};
 use serde::Serialize;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Measured timings.
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("batch sizes must be at least 1 (got {0})")]
+    BadBatch(usize),
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Virtual frames for the end-to-end figure.
+    pub frames: u64,
+    /// Batch sizes for the per-crop classification timing.
+    pub batches: Vec<usize>,
+    /// When the process started, for the time to the first counted cell.
+    pub process_start: Instant,
+}
+
+/// Classification time at one batch size.
+#[derive(Debug, Serialize)]
+pub struct ClassifyTiming {
+    pub batch: usize,
+    pub ms_per_crop: f64,
+    pub ms_per_batch: f64,
+    pub crops_timed: usize,
+}
+
+/// Measured timings and memory.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    pub machine: String,
     pub model: String,
-    pub cold_start_ms: f64,
-    /// Milliseconds per crop at each batch size.
-    pub classify_ms_per_crop: Vec<(usize, f64)>,
+    pub threads: usize,
+    /// Model load and optimization for the batch sizes the profile runs, ms.
+    pub model_load_ms: f64,
+    /// Process start to the first counted cell: start-up with the model load, then the pipeline's
+    /// time on the frames up to that count (building the virtual slide and synthesizing its
+    /// frames left out: a camera streams them), ms.
+    pub first_count_ms: Option<f64>,
+    pub frames_to_first_count: u64,
+    /// Per crop at each batch size; crops already at the model's input size.
+    pub classify: Vec<ClassifyTiming>,
+    pub frame_width: u32,
+    pub frame_height: u32,
     pub localize_ms_per_megapixel: f64,
+    /// Tracking, localization and classification of new views, per frame.
     pub end_to_end_fps: f64,
     pub end_to_end_frames: u64,
     pub cells_per_frame: f64,
-    pub threads: usize,
+    /// Crops the tracker sent to the classifier (new cells and better views), per frame.
+    pub crops_classified_per_frame: f64,
+    /// Synthesizing one virtual frame (the camera's part; not in `end_to_end_fps`), ms.
+    pub frame_synthesis_ms: f64,
+    /// Peak resident memory of this process (VmHWM) after the end-to-end run, MB: the live loop's
+    /// footprint with the profile's model, plus the virtual slide's cell pictures.
+    pub peak_rss_mb: Option<f64>,
 }
 
-/// Runs the benchmark with the profile's model; `frames` virtual frames for the end-to-end figure.
+/// Runs the benchmark with the profile's settings and the model of `manifest`.
 pub fn run_bench(
     profile: &BoardProfile,
     manifest: &Path,
-    frames: u64,
-) -> Result<BenchReport, ClassifyError> {
-    let t0 = Instant::now();
-    let classifier = Classifier::load(manifest, 8)?;
-    let cold_start_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let sprites = atlas_sprites().map_err(|e| ClassifyError::Inference(e.to_string()))?;
-    let crops: Vec<RgbImage> = sprites.iter().map(|s| s.image.clone()).collect();
-    let mut classify_ms_per_crop = Vec::new();
-    for batch in [1usize, 8] {
-        let c = if batch == 8 {
-            &classifier
-        } else {
-            &Classifier::load(manifest, 1)?
-        };
-        let reps = 32 / batch.max(1) * batch;
-        let _ = c.classify(&crops[..batch])?;
-        let t = Instant::now();
-        let mut done = 0;
-        while done < reps {
-            let n = batch.min(crops.len());
-            c.classify(&crops[..n])?;
-            done += n;
-        }
-        classify_ms_per_crop.push((batch, t.elapsed().as_secs_f64() * 1e3 / done as f64));
+    opts: &BenchOptions,
+) -> Result<BenchReport, BenchError> {
+    if let Some(&b) = opts.batches.iter().find(|&&b| b == 0) {
+        return Err(BenchError::BadBatch(b));
     }
-    let mut source =
-        VirtualSlideSource::from_sprites(&sprites, SlideOptions::new(1), "atlas".into());
-    let um = source.slide().um_per_px;
+    let t = Instant::now();
+    let classifier = Classifier::load(manifest, profile.batch)?;
+    let model_load_ms = ms(t.elapsed());
+    let started_up = opts.process_start.elapsed();
+    let sprites = atlas_sprites()?;
+    let slide_opts = SlideOptions::new(1);
+    let (frame_width, frame_height) = (slide_opts.frame_width, slide_opts.frame_height);
+    let mut source = VirtualSlideSource::from_sprites(&sprites, slide_opts, "atlas".into());
     let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
-    let sample = source.render(&source.path()[0]);
+    let localize_ms_per_megapixel = time_localize(&localizer, &source);
+    let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
+    // Read before the batch timings below load their larger plans.
+    let peak_rss_mb = peak_rss_mb();
+    let size = classifier.manifest().input_size as u32;
+    let crops: Vec<RgbImage> = sprites
+        .iter()
+        .map(|s| imageops::resize(&s.image, size, size, imageops::FilterType::Triangle))
+        .collect();
+    let classify = opts
+        .batches
+        .iter()
+        .map(|&b| time_classify(manifest, &crops, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BenchReport {
+        machine: machine_name(),
+        model: classifier.manifest().name.clone(),
+        threads: 1,
+        model_load_ms,
+        first_count_ms: e2e
+            .first_count
+            .map(|pipeline_time| ms(started_up + pipeline_time)),
+        frames_to_first_count: e2e.frames_to_first_count,
+        classify,
+        frame_width,
+        frame_height,
+        localize_ms_per_megapixel,
+        end_to_end_fps: e2e.frames as f64 / e2e.pipeline.as_secs_f64().max(1e-9),
+        end_to_end_frames: e2e.frames,
+        cells_per_frame: e2e.cells as f64 / e2e.frames.max(1) as f64,
+        crops_classified_per_frame: e2e.crops_classified as f64 / e2e.frames.max(1) as f64,
+        frame_synthesis_ms: ms(e2e.synthesis) / e2e.frames.max(1) as f64,
+        peak_rss_mb,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Per-crop time at one batch size: warm-up, then at least 64 crops and 0.5 s.
+fn time_classify(
+    manifest: &Path,
+    crops: &[RgbImage],
+    batch: usize,
+) -> Result<ClassifyTiming, BenchError> {
+    let classifier = Classifier::load(manifest, batch)?;
+    let chunk: Vec<RgbImage> = crops.iter().cycle().take(batch).cloned().collect();
+    classifier.run_logits(&chunk)?;
     let t = Instant::now();
-    let reps = 20;
-    for _ in 0..reps {
-        let _ = localizer.localize(&sample, um);
+    let mut done = 0;
+    while done < 64 || t.elapsed() < Duration::from_millis(500) {
+        classifier.run_logits(&chunk)?;
+        done += batch;
     }
-    let mp = sample.width() as f64 * sample.height() as f64 / 1e6;
-    let localize_ms_per_megapixel = t.elapsed().as_secs_f64() * 1e3 / reps as f64 / mp;
-    let mut tracker = Tracker::new(TrackerConfig::default());
+    let per_crop = ms(t.elapsed()) / done as f64;
+    Ok(ClassifyTiming {
+        batch,
+        ms_per_crop: per_crop,
+        ms_per_batch: per_crop * batch as f64,
+        crops_timed: done,
+    })
+}
+
+/// Localization time per megapixel over frames spread along the stage path.
+fn time_localize(localizer: &Localizer, source: &VirtualSlideSource) -> f64 {
+    let um = source.slide().um_per_px;
+    let poses: Vec<StagePose> = source.path().iter().step_by(37).take(8).copied().collect();
+    let frames: Vec<RgbImage> = poses.iter().map(|p| source.render(p)).collect();
+    let _ = localizer.localize(&frames[0], um);
     let t = Instant::now();
-    let (mut n, mut cells) = (0u64, 0usize);
-    while n < frames {
-        let Ok(Some(frame)) = source.next_frame() else {
+    let mut pixels = 0.0;
+    for _ in 0..3 {
+        for f in &frames {
+            let _ = localizer.localize(f, um);
+            pixels += f.width() as f64 * f.height() as f64;
+        }
+    }
+    ms(t.elapsed()) / (pixels / 1e6)
+}
+
+struct EndToEnd {
+    frames: u64,
+    cells: usize,
+    crops_classified: u64,
+    pipeline: Duration,
+    synthesis: Duration,
+    /// Pipeline time up to and including the frame of the first count.
+    first_count: Option<Duration>,
+    frames_to_first_count: u64,
+}
+
+/// Tracking, localization and classification over virtual frames, timed without the synthesis of
+/// the frames themselves.
+fn run_end_to_end(
+    source: &mut VirtualSlideSource,
+    localizer: &Localizer,
+    classifier: &Classifier,
+    frames: u64,
+) -> Result<EndToEnd, BenchError> {
+    let um = source.slide().um_per_px;
+    let mut tracker = Tracker::new(TrackerConfig::default());
+    let mut e2e = EndToEnd {
+        frames: 0,
+        cells: 0,
+        crops_classified: 0,
+        pipeline: Duration::ZERO,
+        synthesis: Duration::ZERO,
+        first_count: None,
+        frames_to_first_count: 0,
+    };
+    while e2e.frames < frames {
+        let t = Instant::now();
+        let Some(frame) = source.next_frame()? else {
             break;
         };
-        let _ = tracker.advance(&frame.image, frame.index);
+        e2e.synthesis += t.elapsed();
+        let t = Instant::now();
+        let mut counted = tracker.advance(&frame.image, frame.index);
         let loc = localizer.localize(&frame.image, um);
-        cells += loc.cells.len();
-        tracker.observe(&loc.cells, um, |c| classifier.classify(c))?;
-        n += 1;
+        counted.extend(tracker.observe(&loc.cells, um, |c| {
+            e2e.crops_classified += c.len() as u64;
+            classifier.classify(c)
+        })?);
+        e2e.pipeline += t.elapsed();
+        e2e.cells += loc.cells.len();
+        e2e.frames += 1;
+        if e2e.first_count.is_none() && !counted.is_empty() {
+            e2e.first_count = Some(e2e.pipeline);
+            e2e.frames_to_first_count = e2e.frames;
+        }
     }
-    let secs = t.elapsed().as_secs_f64();
-    Ok(BenchReport {
-        model: classifier.manifest().name.clone(),
-        cold_start_ms,
-        classify_ms_per_crop,
-        localize_ms_per_megapixel,
-        end_to_end_fps: n as f64 / secs.max(1e-9),
-        end_to_end_frames: n,
-        cells_per_frame: cells as f64 / n.max(1) as f64,
-        threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+    Ok(e2e)
+}
+
+/// The CPU's model name, from /proc/cpuinfo.
+fn machine_name() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {cpus} cores")
+}
+
+/// A field of /proc/self/status in MB (`VmHWM`, `VmRSS`); None off Linux.
+fn status_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
+}
+
+/// Peak resident memory of this process, MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// Resident memory of this process now, MB.
+pub fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
+}
+
+/// One memory reading of the soak test.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakSample {
+    pub frame: u64,
+    pub seconds: f64,
+    pub rss_mb: f64,
+}
+
+/// The soak test's result.
+#[derive(Debug, Serialize)]
+pub struct SoakReport {
+    pub frames: u64,
+    pub seconds: f64,
+    pub counted: u64,
+    pub samples: Vec<SoakSample>,
+    /// Resident memory at the first sample after warm-up (10 % of the run) and at the end, MB.
+    pub rss_after_warmup_mb: f64,
+    pub rss_end_mb: f64,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Virtual-slide frames for as long as asked: the stage pans the whole path, then pans it back
+/// (and so on), so the motion never jumps and every pass after the first sees cells already counted.
+/// Reads resident memory every `every` frames.
+pub struct SoakSource {
+    inner: VirtualSlideSource,
+    frames: u64,
+    next: u64,
+    every: u64,
+    started: Instant,
+    samples: Vec<SoakSample>,
+}
+
+impl SoakSource {
+    pub fn new(inner: VirtualSlideSource, frames: u64, every: u64) -> SoakSource {
+        SoakSource {
+            inner,
+            frames,
+            next: 0,
+            every: every.max(1),
+            started: Instant::now(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Index into the stage path for frame `i`: forward, then back, then forward...
+    fn pose_index(&self, i: u64) -> usize {
+        let n = self.inner.path().len() as u64;
+        if n < 2 {
+            return 0;
+        }
+        let period = 2 * (n - 1);
+        let k = i % period;
+        (if k < n { k } else { period - k }) as usize
+    }
+
+    pub fn samples(&self) -> &[SoakSample] {
+        &self.samples
+    }
+
+    fn sample(&mut self) {
+        if let Some(rss) = rss_mb() {
+            self.samples.push(SoakSample {
+                frame: self.next,
+                seconds: self.started.elapsed().as_secs_f64(),
+                rss_mb: rss,
+            });
+        }
+    }
+}
+
+impl FrameSource for SoakSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.next.is_multiple_of(self.every) {
+            self.sample();
+        }
+        if self.next >= self.frames {
+            return Ok(None);
+        }
+        let pose = self.inner.path()[self.pose_index(self.next)];
+        let index = self.next;
+        self.next += 1;
+        Ok(Some(Frame {
+            index,
+            image: self.inner.render(&pose),
+            um_per_px: Some(self.inner.slide().um_per_px),
+            origin: format!("soak#{index}"),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("soak: {} frames of {}", self.frames, self.inner.describe())
+    }
+}
+
+/// Drives the real live loop (journal included, into `report_dir`) for `frames` frames of a
+/// 640×480 pan over a 3000×2000 virtual slide, reading resident memory every `every` frames.
+pub fn run_soak(
+    profile: &BoardProfile,
+    classifier: &Classifier,
+    frames: u64,
+    every: u64,
+    report_dir: &Path,
+) -> Result<SoakReport, BenchError> {
+    let slide_opts = SlideOptions {
+        width: 3000,
+        height: 2000,
+        frame_width: 640,
+        frame_height: 480,
+        step: 48.0,
+        ..SlideOptions::new(1)
+    };
+    let inner = VirtualSlideSource::from_sprites(&atlas_sprites()?, slide_opts, "atlas".into());
+    let mut source = SoakSource::new(inner, frames, every);
+    let mut profile = profile.clone();
+    profile.count_target = u32::MAX;
+    let opts = RunOptions {
+        max_frames: Some(frames),
+        report_dir: report_dir.to_path_buf(),
+        annotate: None,
+        progress: true,
+    };
+    let station = Station {
+        display: &mut NoDisplay,
+        controls: &mut NoControls,
+    };
+    let summary = pipeline::run(&profile, &mut source, classifier, station, &opts)?;
+    source.sample();
+    let samples = source.samples().to_vec();
+    let warm = samples
+        .iter()
+        .find(|s| s.frame >= frames / 10)
+        .or(samples.first())
+        .map_or(f64::NAN, |s| s.rss_mb);
+    Ok(SoakReport {
+        frames: summary.frames,
+        seconds: summary.seconds,
+        counted: summary.counted_now,
+        rss_after_warmup_mb: warm,
+        rss_end_mb: samples.last().map_or(f64::NAN, |s| s.rss_mb),
+        samples,
+        peak_rss_mb: peak_rss_mb(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soak_path_goes_forward_then_back_without_jumps() {
+        let sprites = atlas_sprites().unwrap();
+        let opts = SlideOptions {
+            width: 1600,
+            height: 1200,
+            frame_width: 640,
+            frame_height: 480,
+            step: 64.0,
+            ..SlideOptions::new(2)
+        };
+        let inner = VirtualSlideSource::from_sprites(&sprites, opts, "t".into());
+        let n = inner.path().len() as u64;
+        let soak = SoakSource::new(inner, 10 * n, 100);
+        let idx: Vec<usize> = (0..3 * n).map(|i| soak.pose_index(i)).collect();
+        assert_eq!(idx[0], 0);
+        assert_eq!(idx[(n - 1) as usize], (n - 1) as usize);
+        assert_eq!(
+            idx[(2 * n - 2) as usize],
+            0,
+            "back at the start after one round trip"
+        );
+        assert!(idx.windows(2).all(|w| w[0].abs_diff(w[1]) == 1));
+    }
+
+    #[test]
+    fn soak_source_ends_after_its_frames_and_samples_memory() {
+        let sprites = atlas_sprites().unwrap();
+        let opts = SlideOptions {
+            width: 1600,
+            height: 1200,
+            frame_width: 320,
+            frame_height: 240,
+            step: 64.0,
+            ..SlideOptions::new(2)
+        };
+        let inner = VirtualSlideSource::from_sprites(&sprites, opts, "t".into());
+        let mut soak = SoakSource::new(inner, 5, 2);
+        let mut got = 0;
+        while let Some(f) = soak.next_frame().unwrap() {
+            assert_eq!(f.index, got);
+            got += 1;
+        }
+        assert_eq!(got, 5);
+        let frames: Vec<u64> = soak.samples().iter().map(|s| s.frame).collect();
+        assert_eq!(frames, vec![0, 2, 4]);
+        assert!(soak.samples().iter().all(|s| s.rss_mb > 0.0));
+    }
+
+    #[test]
+    fn status_fields_are_read_in_megabytes() {
+        let peak = peak_rss_mb().unwrap();
+        let now = rss_mb().unwrap();
+        assert!(now > 1.0 && peak >= now, "now {now} MB, peak {peak} MB");
+    }
 }

@@ -1,7 +1,7 @@
 //! marrowscope: live bone-marrow differential counting at the microscope.
 //!
 //! The data path, one module per stage (hardware behind traits so every stage runs in tests):
-//! `source` (camera, replay, virtual slide) → `localize` (white cells and their crops) →
+//! `source` (camera, replay, virtual slide; `reconnect` reopens a lost camera) → `localize` (white cells and their crops) →
 //! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
 //! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
 //! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop.
@@ -16,6 +16,7 @@ pub mod framebuffer;
 pub mod localize;
 pub mod operator;
 pub mod pipeline;
+pub mod reconnect;
 pub mod report;
 pub mod scale;
 pub mod slide;

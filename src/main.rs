@@ -102,15 +102,28 @@ enum Command {
         #[arg(long)]
         annotate: Option<PathBuf>,
     },
-    /// Timings of each stage.
+    /// Timings and memory of each stage (one core); with --soak, the soak test instead.
     Bench {
         #[arg(long)]
         json: bool,
         #[arg(long)]
         board: Option<PathBuf>,
-        /// Virtual frames for the end-to-end figure.
+        /// Model manifest (RON); default: the board profile's model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Virtual frames (1280x960) for the end-to-end figure.
         #[arg(long, default_value_t = 200)]
         frames: u64,
+        /// Batch sizes for the classification timing.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batches: Vec<usize>,
+        /// Soak test: run the live loop for this many virtual frames (640x480) and read resident
+        /// memory as it goes.
+        #[arg(long)]
+        soak: Option<u64>,
+        /// Soak test: read resident memory every this many frames.
+        #[arg(long, default_value_t = 1000)]
+        soak_every: u64,
     },
     /// Count seeded pans of the virtual slide through the live loop and compare with the truth:
     /// cells counted once, twice, missed, per true class.
@@ -136,15 +149,33 @@ enum Command {
 }
 
 fn main() {
+    let process_start = std::time::Instant::now();
+    PROCESS_START.get_or_init(|| process_start);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp(None)
         .init();
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli) {
-        let message = format!("{e:#}").replace('\n', " ");
-        eprintln!("marrowscope: error: {message}");
+        eprintln!("marrowscope: error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the line already holds
+/// (our error types print their I/O cause themselves).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -185,8 +216,15 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             json,
             board,
+            model,
             frames,
-        }) => bench_cmd(json, board, frames),
+            batches,
+            soak,
+            soak_every,
+        }) => match soak {
+            Some(soak) => soak_cmd(json, board, model, soak, soak_every),
+            None => bench_cmd(json, board, model, frames, batches),
+        },
         Some(Command::CountEval {
             seeds,
             first_seed,
@@ -230,12 +268,25 @@ fn open_source(
     })
 }
 
+/// The camera, reopened with backoff (0.5 s doubling to 8 s) when it vanishes mid-run. The first
+/// open must succeed, so a wrong device path is an error at once.
 #[cfg(target_os = "linux")]
 fn open_camera(path: &Path, profile: &BoardProfile) -> Result<Box<dyn FrameSource>> {
-    Ok(Box::new(marrowscope::source::V4lCamera::open(
-        path,
-        &profile.camera,
-    )?))
+    use marrowscope::reconnect::{Backoff, Reconnecting};
+    use marrowscope::source::V4lCamera;
+    let first = V4lCamera::open(path, &profile.camera)?;
+    let (path, cfg) = (path.to_path_buf(), profile.camera.clone());
+    let reopen =
+        Box::new(move || V4lCamera::open(&path, &cfg).map(|c| Box::new(c) as Box<dyn FrameSource>));
+    let backoff = Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(8),
+    );
+    Ok(Box::new(Reconnecting::new(
+        Box::new(first),
+        reopen,
+        backoff,
+    )))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -318,6 +369,12 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
         s.seconds,
         s.skipped_out_of_focus + s.corrupt_frames
     );
+    if s.source_losses > 0 {
+        println!(
+            "  the camera was lost {} time(s) and reconnected; the count went on",
+            s.source_losses
+        );
+    }
     if s.resumed > 0 {
         println!(
             "  ({} cells resumed from the journal, {} counted now)",
@@ -576,28 +633,95 @@ fn detect_eval_cmd(
     Ok(())
 }
 
-fn bench_cmd(json: bool, board: Option<PathBuf>, frames: u64) -> Result<()> {
+/// When `main` began, for the time from start to the first counted cell.
+static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn bench_cmd(
+    json: bool,
+    board: Option<PathBuf>,
+    model: Option<PathBuf>,
+    frames: u64,
+    batches: Vec<usize>,
+) -> Result<()> {
     let profile = load_profile(board)?;
-    let report = marrowscope::bench::run_bench(&profile, &profile.model_path(), frames)?;
+    let opts = marrowscope::bench::BenchOptions {
+        frames,
+        batches,
+        process_start: *PROCESS_START.get_or_init(std::time::Instant::now),
+    };
+    let r = marrowscope::bench::run_bench(&profile, &manifest_path(&profile, model), &opts)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!("model {}", report.model);
-    println!(
-        "  cold start (load + optimize): {:.1} ms",
-        report.cold_start_ms
-    );
-    for (b, ms) in &report.classify_ms_per_crop {
-        println!("  classify, batch {b}: {ms:.2} ms per crop");
+    println!("{} on {} ({} thread)", r.model, r.machine, r.threads);
+    println!("  model load + optimize: {:.1} ms", r.model_load_ms);
+    match r.first_count_ms {
+        Some(t) => println!(
+            "  process start to first counted cell: {t:.0} ms ({} frames)",
+            r.frames_to_first_count
+        ),
+        None => println!("  no cell was counted in {} frames", r.end_to_end_frames),
+    }
+    for c in &r.classify {
+        println!(
+            "  classify, batch {}: {:.2} ms per crop ({:.1} ms per batch)",
+            c.batch, c.ms_per_crop, c.ms_per_batch
+        );
     }
     println!(
         "  localize: {:.2} ms per megapixel",
-        report.localize_ms_per_megapixel
+        r.localize_ms_per_megapixel
     );
     println!(
-        "  end to end: {:.1} frames/s over {} virtual frames ({:.1} cells per frame)",
-        report.end_to_end_fps, report.end_to_end_frames, report.cells_per_frame
+        "  end to end at {}x{}: {:.1} frames/s over {} frames ({:.1} cells and {:.1} crops classified per frame; synthesizing a frame took {:.1} ms more)",
+        r.frame_width,
+        r.frame_height,
+        r.end_to_end_fps,
+        r.end_to_end_frames,
+        r.cells_per_frame,
+        r.crops_classified_per_frame,
+        r.frame_synthesis_ms
+    );
+    if let Some(mb) = r.peak_rss_mb {
+        println!("  peak resident memory after the end-to-end run: {mb:.1} MB");
+    }
+    Ok(())
+}
+
+fn soak_cmd(
+    json: bool,
+    board: Option<PathBuf>,
+    model: Option<PathBuf>,
+    frames: u64,
+    every: u64,
+) -> Result<()> {
+    let profile = load_profile(board)?;
+    let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
+    let dir = std::env::temp_dir().join(format!("marrowscope-soak-{}", std::process::id()));
+    let result = marrowscope::bench::run_soak(&profile, &classifier, frames, every, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = result?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "soak: {} frames in {:.0} s ({:.1} frames/s), {} cells counted",
+        r.frames,
+        r.seconds,
+        r.frames as f64 / r.seconds.max(1e-9),
+        r.counted
+    );
+    println!("frame,seconds,rss_mb");
+    for s in &r.samples {
+        println!("{},{:.1},{:.2}", s.frame, s.seconds, s.rss_mb);
+    }
+    println!(
+        "resident memory after warm-up {:.1} MB, at the end {:.1} MB, peak {:.1} MB",
+        r.rss_after_warmup_mb,
+        r.rss_end_mb,
+        r.peak_rss_mb.unwrap_or(f64::NAN)
     );
     Ok(())
 }

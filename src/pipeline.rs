@@ -58,6 +58,8 @@ pub struct RunSummary {
     pub frames: u64,
     pub skipped_out_of_focus: u64,
     pub corrupt_frames: u64,
+    /// Times the source (camera) was lost and reconnection began; the count went on after each.
+    pub source_losses: u64,
     /// Cells counted in this run (resumed ones not included).
     pub counted_now: u64,
     pub resumed: u64,
@@ -112,6 +114,7 @@ pub fn run(
         frames: 0,
         skipped_out_of_focus: 0,
         corrupt_frames: 0,
+        source_losses: 0,
         counted_now: 0,
         resumed,
         tally: Tally::new(profile.count_target),
@@ -171,6 +174,14 @@ pub fn run(
             Ok(None) => {
                 source_ended = true;
                 break;
+            }
+            Err(e) if e.is_reconnecting() => {
+                if matches!(e, SourceError::Lost { .. }) {
+                    summary.source_losses += 1;
+                }
+                set_notice(&mut status, e.to_string());
+                display.show(&tally, &status)?;
+                continue;
             }
             Err(e) if e.is_recoverable() => {
                 log::warn!("skipping a bad frame: {e}");

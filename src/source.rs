@@ -21,12 +21,27 @@ pub enum SourceError {
     Camera { device: String, message: String },
     #[error("frame decoding failed: {0}")]
     Decode(String),
+    #[error("{source_name}: lost ({message}); reconnecting")]
+    Lost {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: reconnecting (attempt {attempts})")]
+    Reconnecting { source_name: String, attempts: u32 },
 }
 
 impl SourceError {
     /// True when only this frame is bad and the source can go on.
     pub fn is_recoverable(&self) -> bool {
         matches!(self, SourceError::Corrupt { .. } | SourceError::Decode(_))
+    }
+
+    /// True while a lost source is being reconnected: no frame now, but the run goes on.
+    pub fn is_reconnecting(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Lost { .. } | SourceError::Reconnecting { .. }
+        )
     }
 }
 

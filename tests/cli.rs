@@ -225,6 +225,14 @@ fn model_with_wrong_hash_is_refused() {
 }
 
 #[test]
+fn missing_board_profile_names_the_cause_once() {
+    let out = marrowscope(&["check", "--board", "/nonexistent/board.ron"]);
+    assert_one_line_error(&out, "/nonexistent/board.ron: cannot read board profile");
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
 fn unknown_source_is_a_one_line_error() {
     let out = marrowscope(&["run", "--source", "rtsp://camera"]);
     assert_one_line_error(&out, "unknown source");

@@ -1,0 +1,165 @@
+//! Faults during a run: a camera that vanishes and comes back (twice) leaves the count exactly as
+//! an unbroken run of the same frames would; a full disk while the report is written is a clear
+//! one-line error, the journal keeps every counted cell, and the next run resumes from it.
+
+mod common;
+use common::*;
+use marrowscope::classify::Classifier;
+use marrowscope::config::BoardProfile;
+use marrowscope::display::NoDisplay;
+use marrowscope::operator::NoControls;
+use marrowscope::pipeline::{self, RunOptions, RunSummary, Station};
+use marrowscope::reconnect::{Backoff, Opener, Reconnecting};
+use marrowscope::slide::{atlas_sprites, SlideOptions, VirtualSlideSource};
+use marrowscope::source::{Frame, FrameSource, SourceError};
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+const FRAMES: u64 = 60;
+
+fn slide() -> VirtualSlideSource {
+    let opts = SlideOptions {
+        width: 2400,
+        height: 1600,
+        frame_width: 640,
+        frame_height: 480,
+        step: 64.0,
+        ..SlideOptions::new(4)
+    };
+    VirtualSlideSource::from_sprites(&atlas_sprites().unwrap(), opts, "atlas".into())
+}
+
+/// One connection to a camera that shows the shared slide and fails, as an unplugged USB camera
+/// does, after `frames` frames.
+struct Connection {
+    slide: Rc<RefCell<VirtualSlideSource>>,
+    frames: u64,
+}
+
+impl FrameSource for Connection {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.frames == 0 {
+            return Err(SourceError::Camera {
+                device: "/dev/video0".into(),
+                message: "capture failed: No such device (os error 19)".into(),
+            });
+        }
+        self.frames -= 1;
+        self.slide.borrow_mut().next_frame()
+    }
+    fn describe(&self) -> String {
+        "camera on the virtual slide".into()
+    }
+}
+
+fn run(source: &mut dyn FrameSource, report: &Path) -> RunSummary {
+    let mut profile = BoardProfile::desktop_default();
+    profile.count_target = u32::MAX;
+    let classifier = Classifier::load(&shipped_manifest(), profile.batch).unwrap();
+    let opts = RunOptions {
+        max_frames: Some(FRAMES),
+        report_dir: report.to_path_buf(),
+        annotate: None,
+        progress: false,
+    };
+    let station = Station {
+        display: &mut NoDisplay,
+        controls: &mut NoControls,
+    };
+    pipeline::run(&profile, source, &classifier, station, &opts).unwrap()
+}
+
+#[test]
+fn lost_camera_reconnects_and_the_count_is_as_if_nothing_happened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unbroken = run(&mut slide(), &tmp.path().join("unbroken"));
+
+    let shared = Rc::new(RefCell::new(slide()));
+    let first = Box::new(Connection {
+        slide: shared.clone(),
+        frames: 17,
+    });
+    // Reopening fails once (the device node is not back yet), then gives 25 frames per connection.
+    let opens = Rc::new(RefCell::new(0u32));
+    let (s, o) = (shared.clone(), opens.clone());
+    let reopen: Opener = Box::new(move || {
+        *o.borrow_mut() += 1;
+        if *o.borrow() == 1 {
+            return Err(SourceError::Camera {
+                device: "/dev/video0".into(),
+                message: "cannot open: No such file or directory (os error 2)".into(),
+            });
+        }
+        Ok(Box::new(Connection {
+            slide: s.clone(),
+            frames: 25,
+        }))
+    });
+    let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(8));
+    let mut camera = Reconnecting::new(first, reopen, backoff);
+    let broken = run(&mut camera, &tmp.path().join("broken"));
+
+    assert_eq!(broken.source_losses, 2, "lost after 17 and after 42 frames");
+    assert_eq!(*opens.borrow(), 3, "one failed reopen, two good ones");
+    assert_eq!(broken.frames, FRAMES);
+    assert!(unbroken.tally.total() > 10, "the pan counts cells");
+    assert_eq!(broken.tally.counts(), unbroken.tally.counts());
+    let journal = |dir: &str| {
+        std::fs::read_to_string(tmp.path().join(dir).join("journal.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(journal("broken"), journal("unbroken"));
+}
+
+#[test]
+fn full_disk_while_writing_the_report_keeps_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), 0.1, &report);
+    std::fs::create_dir_all(&report).unwrap();
+    // The report's temporary file is the kernel's always-full device: every write gets ENOSPC.
+    std::os::unix::fs::symlink("/dev/full", report.join("differential.tmp")).unwrap();
+    let args = |frames: &'static str| {
+        [
+            "run",
+            "--board",
+            board.to_str().unwrap(),
+            "--source",
+            "virtual:2",
+            "--frames",
+            frames,
+        ]
+        .map(String::from)
+    };
+    let out = marrowscope(&args("40").each_ref().map(|s| s.as_str()));
+    assert!(!out.status.success());
+    assert_one_line_error(&out, "No space left on device");
+    assert!(
+        stderr(&out).contains("differential.json"),
+        "{}",
+        stderr(&out)
+    );
+
+    let journal = std::fs::read_to_string(report.join("journal.jsonl")).unwrap();
+    let counted = journal.lines().count();
+    assert!(counted > 5, "{counted} cells journaled");
+    for line in journal.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("whole journal lines");
+    }
+    assert!(!report.join("differential.json").exists(), "no half report");
+
+    // Space again: the next run resumes the journaled cells and writes the report.
+    let out = marrowscope(&args("1").each_ref().map(|s| s.as_str()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{counted} cells resumed")),
+        "{}",
+        stdout(&out)
+    );
+    let diff = read_json(&report.join("differential.json"));
+    assert!(diff["total"].as_u64().unwrap() as usize >= counted);
+}
