@@ -311,18 +311,27 @@ fn closest_joinable(pieces: &[Blob], max_extent: f32, max_gap: f32) -> Option<(u
 pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
     let binned = binned_rgb(frame, bin);
     let white = BackgroundWhite::estimate(&binned);
-    let mut out = GrayImage::new(binned.width, binned.height);
-    for y in 0..binned.height {
-        for x in 0..binned.width {
-            let [r, g, b] = binned.at(x, y);
-            let [wr, wg, wb] = white.at(x, y);
+    let (width, height) = (binned.width, binned.height);
+    // The illumination surface's coordinates, worked out once per column and per row.
+    let us: Vec<f32> = (0..width)
+        .map(|x| white.illumination.u(x as f32 + 0.5))
+        .collect();
+    let mut out = vec![0u8; (width * height) as usize];
+    for (y, (row_out, row_in)) in out
+        .chunks_exact_mut(width as usize)
+        .zip(binned.pixels.chunks_exact(width as usize))
+        .enumerate()
+    {
+        let v = white.illumination.v(y as f32 + 0.5);
+        for ((o, &[r, g, b]), &u) in row_out.iter_mut().zip(row_in).zip(&us) {
+            let [wr, wg, wb] = white.colour(white.illumination.at_uv(u, v));
             // Transmittance per channel (1 = bare slide), so the measure does not change with the
             // brightness of the lamp.
             let s = 255.0 * (2.0 + b / wb - r / wr - g / wg) / 3.0;
-            out.put_pixel(x, y, image::Luma([s.clamp(0.0, 255.0) as u8]));
+            *o = s.clamp(0.0, 255.0) as u8;
         }
     }
-    out
+    GrayImage::from_raw(width, height, out).expect("buffer sized to the image")
 }
 
 /// A frame's mean colours over bin × bin blocks.
@@ -330,38 +339,51 @@ struct BinnedRgb {
     width: u32,
     height: u32,
     pixels: Vec<[f32; 3]>,
+    /// r + g + b of each pixel, rounded (0..=765).
+    brightness: Vec<u16>,
 }
 
 impl BinnedRgb {
     fn at(&self, x: u32, y: u32) -> [f32; 3] {
         self.pixels[(y * self.width + x) as usize]
     }
+    fn brightness_at(&self, x: u32, y: u32) -> usize {
+        self.brightness[(y * self.width + x) as usize] as usize
+    }
 }
 
 fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
     let (width, height) = ((frame.width() / bin).max(1), (frame.height() / bin).max(1));
-    let bin_x = bin.min(frame.width());
-    let bin_y = bin.min(frame.height());
+    let bin_x = bin.min(frame.width()) as usize;
+    let bin_y = bin.min(frame.height()) as usize;
     let n = (bin_x * bin_y) as f32;
+    let stride = frame.width() as usize * 3;
+    let raw = frame.as_raw();
     let mut pixels = Vec::with_capacity((width * height) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            let mut sum = [0u32; 3];
-            for dy in 0..bin_y {
-                for dx in 0..bin_x {
-                    let p = frame.get_pixel(x * bin_x + dx, y * bin_y + dy).0;
-                    for (s, v) in sum.iter_mut().zip(p) {
+    let mut sums = vec![[0u32; 3]; width as usize];
+    for y in 0..height as usize {
+        sums.iter_mut().for_each(|s| *s = [0; 3]);
+        for dy in 0..bin_y {
+            let row = &raw[(y * bin_y + dy) * stride..][..stride];
+            for (x, sum) in sums.iter_mut().enumerate() {
+                for p in row[x * bin_x * 3..][..bin_x * 3].chunks_exact(3) {
+                    for (s, &v) in sum.iter_mut().zip(p) {
                         *s += v as u32;
                     }
                 }
             }
-            pixels.push(sum.map(|s| s as f32 / n));
         }
+        pixels.extend(sums.iter().map(|sum| sum.map(|s| s as f32 / n)));
     }
+    let brightness = pixels
+        .iter()
+        .map(|p| (p[0] + p[1] + p[2]).round().clamp(0.0, 765.0) as u16)
+        .collect();
     BinnedRgb {
         width,
         height,
         pixels,
+        brightness,
     }
 }
 
@@ -412,12 +434,9 @@ impl BackgroundWhite {
         }
     }
 
-    /// Bare-slide colour at a working pixel, each channel at least 1.
-    fn at(&self, x: u32, y: u32) -> [f32; 3] {
-        let light = self
-            .illumination
-            .at(x as f32 + 0.5, y as f32 + 0.5)
-            .max(MIN_WHITE);
+    /// Bare-slide colour where the illumination surface reads `light`, each channel at least 1.
+    fn colour(&self, light: f32) -> [f32; 3] {
+        let light = light.max(MIN_WHITE);
         self.lamp
             .map(|c| (c * light / self.lamp_brightness.max(1.0)).max(1.0))
     }
@@ -438,10 +457,9 @@ fn bright_sample(
     ys: std::ops::Range<u32>,
 ) -> Option<BrightSample> {
     let mut hist = [0u32; 766];
-    let brightness = |p: [f32; 3]| (p[0] + p[1] + p[2]).round().clamp(0.0, 765.0) as usize;
     for y in ys.clone() {
         for x in xs.clone() {
-            hist[brightness(img.at(x, y))] += 1;
+            hist[img.brightness_at(x, y)] += 1;
         }
     }
     let total: u32 = hist.iter().sum();
@@ -454,8 +472,8 @@ fn bright_sample(
     let (mut sum, mut sx, mut sy, mut n) = ([0f32; 3], 0f32, 0f32, 0f32);
     for y in ys {
         for x in xs.clone() {
-            let p = img.at(x, y);
-            if brightness(p) >= threshold {
+            if img.brightness_at(x, y) >= threshold {
+                let p = img.at(x, y);
                 for (s, v) in sum.iter_mut().zip(p) {
                     *s += v;
                 }
@@ -527,8 +545,16 @@ impl Surface {
         })
     }
 
-    fn at(&self, x: f32, y: f32) -> f32 {
-        let (u, v) = (x / self.half_w - 1.0, y / self.half_h - 1.0);
+    /// The surface's own coordinates (-1 to 1 across the frame) of a column and of a row.
+    fn u(&self, x: f32) -> f32 {
+        x / self.half_w - 1.0
+    }
+    fn v(&self, y: f32) -> f32 {
+        y / self.half_h - 1.0
+    }
+
+    /// The surface's value at surface coordinates (see `u` and `v`).
+    fn at_uv(&self, u: f32, v: f32) -> f32 {
         let c = &self.coefficients;
         c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
     }
