@@ -84,9 +84,14 @@ impl ModelManifest {
             path: shown.clone(),
             source,
         })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses and checks manifest text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<ModelManifest, ClassifyError> {
         let manifest: ModelManifest =
-            ron::from_str(&text).map_err(|e| ClassifyError::ManifestSyntax {
-                path: shown.clone(),
+            ron::from_str(text).map_err(|e| ClassifyError::ManifestSyntax {
+                path: origin.to_string(),
                 line: e.span.start.line,
                 col: e.span.start.col,
                 message: e.code.to_string(),
@@ -94,7 +99,7 @@ impl ModelManifest {
         manifest
             .check()
             .map_err(|message| ClassifyError::ManifestInvalid {
-                path: shown,
+                path: origin.to_string(),
                 message,
             })?;
         Ok(manifest)

@@ -589,26 +589,29 @@ fn solve(a: &mut [[f64; 6]; 6], b: &mut [f64; 6], n: usize) -> Option<[f64; 6]> 
 
 /// Variance of the 4-neighbour Laplacian: low for blurred frames.
 pub fn focus_score(img: &GrayImage) -> f32 {
-    let (w, h) = img.dimensions();
+    let (w, h) = (img.width() as usize, img.height() as usize);
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let (mut sum, mut sum2, mut n) = (0f64, 0f64, 0f64);
+    let raw = img.as_raw();
+    // Integer sums are exact (|l| <= 1020, so sum2 < 2^40 for any frame a camera gives).
+    let (mut sum, mut sum2) = (0i64, 0i64);
     for y in 1..h - 1 {
+        let (above, row, below) = (
+            &raw[(y - 1) * w..][..w],
+            &raw[y * w..][..w],
+            &raw[(y + 1) * w..][..w],
+        );
         for x in 1..w - 1 {
-            let c = img.get_pixel(x, y).0[0] as f64;
-            let l = img.get_pixel(x - 1, y).0[0] as f64
-                + img.get_pixel(x + 1, y).0[0] as f64
-                + img.get_pixel(x, y - 1).0[0] as f64
-                + img.get_pixel(x, y + 1).0[0] as f64
-                - 4.0 * c;
-            sum += l;
-            sum2 += l * l;
-            n += 1.0;
+            let l = row[x - 1] as i32 + row[x + 1] as i32 + above[x] as i32 + below[x] as i32
+                - 4 * row[x] as i32;
+            sum += l as i64;
+            sum2 += (l * l) as i64;
         }
     }
-    let mean = sum / n;
-    (sum2 / n - mean * mean) as f32
+    let n = ((w - 2) * (h - 2)) as f64;
+    let mean = sum as f64 / n;
+    (sum2 as f64 / n - mean * mean) as f32
 }
 
 /// Otsu's threshold of a histogram.
@@ -645,17 +648,15 @@ const MIN_NUCLEUS_CONTRAST: u8 = 44;
 /// Binary nucleus mask (255 = nucleus) of a stain channel.
 pub fn nucleus_mask(stain: &GrayImage) -> GrayImage {
     let mut hist = [0u64; 256];
-    for p in stain.pixels() {
-        hist[p.0[0] as usize] += 1;
+    for &p in stain.as_raw() {
+        hist[p as usize] += 1;
     }
     let median = percentile(&hist, 0.5);
     let floor = median.saturating_add(MIN_NUCLEUS_CONTRAST);
     let threshold = otsu(&hist).max(floor);
-    let mut mask = GrayImage::new(stain.width(), stain.height());
-    for (m, s) in mask.pixels_mut().zip(stain.pixels()) {
-        m.0[0] = if s.0[0] > threshold { 255 } else { 0 };
-    }
-    mask
+    let set = |&s: &u8| if s > threshold { 255 } else { 0 };
+    let mask = stain.as_raw().iter().map(set).collect();
+    GrayImage::from_raw(stain.width(), stain.height(), mask).expect("buffer sized to the image")
 }
 
 fn percentile(hist: &[u64; 256], q: f64) -> u8 {
@@ -671,55 +672,60 @@ fn percentile(hist: &[u64; 256], q: f64) -> u8 {
     255
 }
 
-/// Square dilation by `r` pixels (separable running maximum).
+/// Square dilation by `r` pixels (separable: along each row, then a running count down each column).
 pub fn dilate(mask: &GrayImage, r: u32) -> GrayImage {
-    let (w, h) = mask.dimensions();
-    let mut horiz = GrayImage::new(w, h);
-    for y in 0..h {
-        let row: Vec<bool> = (0..w).map(|x| mask.get_pixel(x, y).0[0] > 0).collect();
-        let spread = spread_1d(&row, r as usize);
-        for (x, on) in spread.into_iter().enumerate() {
-            if on {
-                horiz.put_pixel(x as u32, y, image::Luma([255]));
+    let (w, h, r) = (mask.width() as usize, mask.height() as usize, r as usize);
+    let mut horiz = vec![0u8; w * h];
+    for (src, dst) in mask.as_raw().chunks_exact(w).zip(horiz.chunks_exact_mut(w)) {
+        spread_row(src, dst, r);
+    }
+    // Set rows among horiz rows y - r ..= y + r, per column, kept as the window slides down.
+    let mut in_window = vec![0u32; w];
+    let add_row = |counts: &mut [u32], row: &[u8], delta: i32| {
+        for (c, &p) in counts.iter_mut().zip(row) {
+            if p > 0 {
+                *c = c.wrapping_add_signed(delta);
             }
         }
+    };
+    for row in horiz.chunks_exact(w).take(r) {
+        add_row(&mut in_window, row, 1);
     }
-    let mut out = GrayImage::new(w, h);
-    for x in 0..w {
-        let col: Vec<bool> = (0..h).map(|y| horiz.get_pixel(x, y).0[0] > 0).collect();
-        let spread = spread_1d(&col, r as usize);
-        for (y, on) in spread.into_iter().enumerate() {
-            if on {
-                out.put_pixel(x, y as u32, image::Luma([255]));
-            }
+    let mut out = vec![0u8; w * h];
+    for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
+        if y + r < h {
+            add_row(&mut in_window, &horiz[(y + r) * w..][..w], 1);
+        }
+        if y > r {
+            add_row(&mut in_window, &horiz[(y - r - 1) * w..][..w], -1);
+        }
+        for (o, &c) in out_row.iter_mut().zip(&in_window) {
+            *o = if c > 0 { 255 } else { 0 };
         }
     }
-    out
+    GrayImage::from_raw(w as u32, h as u32, out).expect("buffer sized to the image")
 }
 
-/// Marks every position within `r` of a set position.
-fn spread_1d(line: &[bool], r: usize) -> Vec<bool> {
-    let n = line.len();
-    let mut out = vec![false; n];
+/// Sets (255) every position of `dst` within `r` of a set position of `src`.
+fn spread_row(src: &[u8], dst: &mut [u8], r: usize) {
     let mut last_on: Option<usize> = None;
-    for i in 0..n {
-        if line[i] {
+    for (i, (&s, d)) in src.iter().zip(dst.iter_mut()).enumerate() {
+        if s > 0 {
             last_on = Some(i);
         }
         if last_on.is_some_and(|j| i - j <= r) {
-            out[i] = true;
+            *d = 255;
         }
     }
     let mut next_on: Option<usize> = None;
-    for i in (0..n).rev() {
-        if line[i] {
+    for (i, (&s, d)) in src.iter().zip(dst.iter_mut()).enumerate().rev() {
+        if s > 0 {
             next_on = Some(i);
         }
         if next_on.is_some_and(|j| j - i <= r) {
-            out[i] = true;
+            *d = 255;
         }
     }
-    out
 }
 
 /// One 8-connected component of a binary mask.
@@ -950,6 +956,48 @@ mod tests {
         let frame = RgbImage::from_pixel(100, 100, Rgb([220, 220, 220]));
         let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
         assert!(loc.out_of_focus);
+    }
+
+    /// A mask of scattered set pixels and small blobs, the same for every call.
+    fn speckled_mask(w: u32, h: u32) -> GrayImage {
+        let mut state = 0x2545_f491u32;
+        GrayImage::from_fn(w, h, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            image::Luma([if state % 23 == 0 { 255 } else { 0 }])
+        })
+    }
+
+    #[test]
+    fn dilation_sets_exactly_the_pixels_within_r_of_a_set_pixel() {
+        let mask = speckled_mask(37, 29);
+        for r in [0, 1, 3, 40] {
+            let grown = dilate(&mask, r);
+            for (x, y, p) in grown.enumerate_pixels() {
+                let near = mask
+                    .enumerate_pixels()
+                    .any(|(mx, my, m)| m.0[0] > 0 && mx.abs_diff(x) <= r && my.abs_diff(y) <= r);
+                assert_eq!(p.0[0] > 0, near, "r {r} at ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn focus_score_is_the_variance_of_the_laplacian() {
+        let img = speckled_mask(23, 17);
+        let mut values = Vec::new();
+        for y in 1..16 {
+            for x in 1..22 {
+                let at = |x: u32, y: u32| img.get_pixel(x, y).0[0] as f64;
+                values.push(
+                    at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1) - 4.0 * at(x, y),
+                );
+            }
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let variance = values.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        assert!((focus_score(&img) as f64 - variance).abs() < 1e-3 * variance);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! and the virtual slide (see [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`,
 //! `virtual:`).
 
-use image::RgbImage;
+use image::codecs::jpeg::JpegDecoder;
+use image::{DynamicImage, ImageDecoder, RgbImage};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -240,11 +242,21 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     ]
 }
 
-/// Decodes one MJPEG frame (a JPEG image) to RGB.
-pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, SourceError> {
-    image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+/// Decodes one MJPEG frame (a JPEG image) of the negotiated size to RGB. The size in the JPEG header is
+/// checked before any pixel is decoded: a corrupt header must not make the device allocate a huge
+/// image (or pass on a frame of another size).
+pub fn mjpeg_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
+    let failed = |e: image::ImageError| SourceError::Decode(format!("MJPEG frame: {e}"));
+    let decoder = JpegDecoder::new(Cursor::new(data)).map_err(failed)?;
+    let (w, h) = decoder.dimensions();
+    if (w, h) != (width, height) {
+        return Err(SourceError::Decode(format!(
+            "MJPEG frame is {w}x{h}, the camera was set to {width}x{height}"
+        )));
+    }
+    DynamicImage::from_decoder(decoder)
         .map(|img| img.to_rgb8())
-        .map_err(|e| SourceError::Decode(format!("MJPEG frame: {e}")))
+        .map_err(failed)
 }
 
 /// Pixel formats the camera path decodes.
@@ -266,7 +278,7 @@ impl PixelFormat {
     /// Decodes one buffer of this format.
     pub fn decode(self, data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
         match self {
-            PixelFormat::Mjpeg => mjpeg_to_rgb(data),
+            PixelFormat::Mjpeg => mjpeg_to_rgb(data, width, height),
             PixelFormat::Yuyv => yuyv_to_rgb(data, width, height),
         }
     }
@@ -411,14 +423,16 @@ mod tests {
                 image::ImageFormat::Jpeg,
             )
             .unwrap();
-        let back = mjpeg_to_rgb(&bytes).unwrap();
+        let back = mjpeg_to_rgb(&bytes, 16, 8).unwrap();
         assert_eq!(back.dimensions(), (16, 8));
         let px = back.get_pixel(8, 4).0;
         assert!(
             (px[0] as i32 - 200).abs() < 12 && (px[1] as i32 - 40).abs() < 12,
             "{px:?}"
         );
-        assert!(mjpeg_to_rgb(&bytes[..bytes.len() / 3]).is_err());
-        assert!(mjpeg_to_rgb(b"not a jpeg").is_err());
+        assert!(mjpeg_to_rgb(&bytes[..bytes.len() / 3], 16, 8).is_err());
+        assert!(mjpeg_to_rgb(b"not a jpeg", 16, 8).is_err());
+        let err = mjpeg_to_rgb(&bytes, 640, 480).unwrap_err().to_string();
+        assert!(err.contains("16x8") && err.contains("640x480"), "{err}");
     }
 }
