@@ -965,7 +965,7 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            image::Luma([if state % 23 == 0 { 255 } else { 0 }])
+            image::Luma([if state.is_multiple_of(23) { 255 } else { 0 }])
         })
     }
 

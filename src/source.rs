@@ -4,7 +4,7 @@
 //! `virtual:`).
 
 use image::codecs::jpeg::JpegDecoder;
-use image::{DynamicImage, ImageDecoder, RgbImage};
+use image::{DynamicImage, RgbImage};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -242,21 +242,125 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     ]
 }
 
-/// Decodes one MJPEG frame (a JPEG image) of the negotiated size to RGB. The size in the JPEG header is
+/// Decodes one MJPEG frame (a JPEG image) of the negotiated size to RGB. The frame header is read and
 /// checked before any pixel is decoded: a corrupt header must not make the device allocate a huge
-/// image (or pass on a frame of another size).
+/// image, pass on a frame of another size, or reach the decoder with a component layout no camera
+/// sends (zune-jpeg 0.5.15 panics on chroma sampled finer than luma; found by fuzz/frame_decode).
+/// A panic inside the decoder on a frame that passes the checks is turned into a decode error too,
+/// so one bad frame is skipped and counted, not fatal (on builds that unwind; board builds abort and
+/// systemd restarts them, the journal keeping the count).
 pub fn mjpeg_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
-    let failed = |e: image::ImageError| SourceError::Decode(format!("MJPEG frame: {e}"));
-    let decoder = JpegDecoder::new(Cursor::new(data)).map_err(failed)?;
-    let (w, h) = decoder.dimensions();
-    if (w, h) != (width, height) {
-        return Err(SourceError::Decode(format!(
-            "MJPEG frame is {w}x{h}, the camera was set to {width}x{height}"
+    let bad = |message: String| SourceError::Decode(format!("MJPEG frame: {message}"));
+    let header = JpegFrameHeader::read(data).map_err(bad)?;
+    if (header.width, header.height) != (width, height) {
+        return Err(bad(format!(
+            "{}x{}, the camera was set to {width}x{height}",
+            header.width, header.height
         )));
     }
-    DynamicImage::from_decoder(decoder)
-        .map(|img| img.to_rgb8())
-        .map_err(failed)
+    header.check_sampling().map_err(bad)?;
+    let decode = || -> image::ImageResult<RgbImage> {
+        let decoder = JpegDecoder::new(Cursor::new(data))?;
+        Ok(DynamicImage::from_decoder(decoder)?.to_rgb8())
+    };
+    match std::panic::catch_unwind(decode) {
+        Ok(decoded) => decoded.map_err(|e| bad(e.to_string())),
+        Err(_) => Err(bad("the JPEG decoder failed on this frame".into())),
+    }
+}
+
+/// The size and component sampling factors from a JPEG's frame (SOFn) header.
+#[derive(Debug, PartialEq)]
+struct JpegFrameHeader {
+    width: u32,
+    height: u32,
+    /// (horizontal, vertical) sampling factor of each component, in header order.
+    sampling: Vec<(u8, u8)>,
+}
+
+impl JpegFrameHeader {
+    /// Walks the marker segments from the start of the image to the first frame header.
+    fn read(data: &[u8]) -> Result<JpegFrameHeader, String> {
+        if !data.starts_with(&[0xFF, 0xD8]) {
+            return Err("not a JPEG (no start-of-image marker)".into());
+        }
+        let mut pos = 2;
+        loop {
+            while data.get(pos..pos + 2) == Some(&[0xFF, 0xFF]) {
+                pos += 1; // fill bytes before a marker
+            }
+            let (Some(&0xFF), Some(&marker)) = (data.get(pos), data.get(pos + 1)) else {
+                return Err(format!("no marker at byte {pos} before the frame header"));
+            };
+            if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+                pos += 2; // markers without a segment
+                continue;
+            }
+            if marker == 0xD9 || marker == 0xDA {
+                return Err("no frame header before the image data".into());
+            }
+            let length = match data.get(pos + 2..pos + 4) {
+                Some(&[hi, lo]) if u16::from_be_bytes([hi, lo]) >= 2 => {
+                    u16::from_be_bytes([hi, lo]) as usize
+                }
+                _ => return Err(format!("bad segment length at byte {}", pos + 2)),
+            };
+            let segment = data
+                .get(pos + 4..pos + 2 + length)
+                .ok_or_else(|| format!("segment at byte {pos} runs past the end of the frame"))?;
+            let is_frame_header =
+                (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker);
+            if is_frame_header {
+                return Self::parse_frame_segment(segment);
+            }
+            pos += 2 + length;
+        }
+    }
+
+    fn parse_frame_segment(segment: &[u8]) -> Result<JpegFrameHeader, String> {
+        let [_precision, h_hi, h_lo, w_hi, w_lo, count, components @ ..] = segment else {
+            return Err("frame header too short".into());
+        };
+        let count = *count as usize;
+        if components.len() < 3 * count {
+            return Err(format!(
+                "frame header names {count} components but holds fewer"
+            ));
+        }
+        Ok(JpegFrameHeader {
+            width: u16::from_be_bytes([*w_hi, *w_lo]) as u32,
+            height: u16::from_be_bytes([*h_hi, *h_lo]) as u32,
+            sampling: components
+                .chunks_exact(3)
+                .take(count)
+                .map(|c| (c[1] >> 4, c[1] & 0x0F))
+                .collect(),
+        })
+    }
+
+    /// Grey, or colour whose chroma is sampled at an integer fraction of the luma sampling, the
+    /// layouts cameras send (4:4:4, 4:2:2, 4:2:0).
+    fn check_sampling(&self) -> Result<(), String> {
+        let valid = |&(h, v): &(u8, u8)| (1..=4).contains(&h) && (1..=4).contains(&v);
+        match self.sampling.as_slice() {
+            [luma] if valid(luma) => Ok(()),
+            [(lh, lv), chroma @ ..] if chroma.len() == 2 && valid(&(*lh, *lv)) => {
+                let fits = |&(h, v): &(u8, u8)| valid(&(h, v)) && lh % h == 0 && lv % v == 0;
+                if chroma.iter().all(fits) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "component sampling {:?} is not a camera layout (chroma finer than luma)",
+                        self.sampling
+                    ))
+                }
+            }
+            other => Err(format!(
+                "{} components with sampling {other:?}: not a grey or YCbCr camera frame",
+                other.len()
+            )),
+        }
+    }
 }
 
 /// Pixel formats the camera path decodes.
@@ -434,5 +538,38 @@ mod tests {
         assert!(mjpeg_to_rgb(b"not a jpeg", 16, 8).is_err());
         let err = mjpeg_to_rgb(&bytes, 640, 480).unwrap_err().to_string();
         assert!(err.contains("16x8") && err.contains("640x480"), "{err}");
+    }
+
+    /// A 16x16 colour JPEG (4:2:0 from the encoder) and the offset of its frame header segment.
+    fn colour_jpeg() -> (Vec<u8>, usize) {
+        let img = RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 15, y as u8 * 15, 90]));
+        let mut bytes = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+            .unwrap();
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        (bytes, sof)
+    }
+
+    #[test]
+    fn frame_header_gives_size_and_sampling() {
+        let (bytes, _) = colour_jpeg();
+        let header = JpegFrameHeader::read(&bytes).unwrap();
+        assert_eq!((header.width, header.height), (16, 16));
+        assert_eq!(header.sampling.len(), 3);
+        assert!(header.check_sampling().is_ok(), "{header:?}");
+        assert!(JpegFrameHeader::read(&bytes[..20]).is_err());
+    }
+
+    #[test]
+    fn chroma_sampled_finer_than_luma_is_refused_before_decoding() {
+        // The layout that made zune-jpeg 0.5.15 panic (fuzz/regressions/frame_decode).
+        let (mut bytes, sof) = colour_jpeg();
+        // Segment: marker, length (2), precision, height (2), width (2), count, then 3 per component.
+        let (luma, cb) = (sof + 11, sof + 14);
+        bytes[luma] = 0x11;
+        bytes[cb] = 0x22;
+        let err = mjpeg_to_rgb(&bytes, 16, 16).unwrap_err().to_string();
+        assert!(err.contains("chroma finer than luma"), "{err}");
     }
 }
