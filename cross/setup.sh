@@ -30,13 +30,14 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 
 # The ARM standard library must be the same version as rustc-web. apt installs it when its index
 # offers that version. The bookworm-security armhf index has failed to download from this project's
-# mirror for days ("File has unexpected size ... Mirror sync in progress?"); apt then offers only
+# mirror for days, and on 2026-11-25 a fresh machine's apt offered only 1.85 for arm64 too ("File has unexpected size ... Mirror sync in progress?"); apt then offers only
 # bookworm's 1.85 library, which rustc 1.96 cannot use. In that case the package is fetched from the
 # same Debian pool by name, checked against the SHA-256 that Debian's index lists for it (pinned
 # below), and only its rustlib folder is unpacked into /usr/lib/rustlib, where rustc-web looks.
 POOL=http://deb.debian.org/debian-security/pool/updates/main/r/rustc-web
 declare -A PINNED_STD_SHA256=(
   [armhf:1.96.0+dfsg1-1~deb12u2]=b9f9dd1d03a903680f918cb2bba00a2a3d76558545d5e6a8061072ab461bb989
+  [arm64:1.96.0+dfsg1-1~deb12u2]=02419380801b9f61391294823659b17b90f7a863ca3bbccb9140d2f0f8a2c910
 )
 rust_version="$(dpkg-query -W -f='${Version}' rustc-web)"
 install_std() { # arch, rust target
