@@ -116,9 +116,16 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     let reader = reader
         .with_guessed_format()
         .map_err(|e| corrupt(e.to_string()))?;
-    let img = reader.decode().map_err(|e| corrupt(e.to_string()))?;
-    Ok(img.to_rgb8())
+    let decoded = std::panic::catch_unwind(|| reader.decode().map(|img| img.to_rgb8()));
+    match decoded {
+        Ok(image) => image.map_err(|e| corrupt(e.to_string())),
+        Err(_) => Err(corrupt(DECODER_PANICKED.into())),
+    }
 }
+
+/// Error text when an image decoder panics on a corrupt file or frame: the frame is skipped and
+/// counted instead of ending the run (on builds that unwind).
+const DECODER_PANICKED: &str = "the image decoder failed on this data";
 
 /// Replays image files (one file, or every image in a folder in name order), optionally paced.
 pub struct ReplaySource {
@@ -246,9 +253,9 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
 /// checked before any pixel is decoded: a corrupt header must not make the device allocate a huge
 /// image, pass on a frame of another size, or reach the decoder with a component layout no camera
 /// sends (zune-jpeg 0.5.15 panics on chroma sampled finer than luma; found by fuzz/frame_decode).
-/// A panic inside the decoder on a frame that passes the checks is turned into a decode error too,
-/// so one bad frame is skipped and counted, not fatal (on builds that unwind; board builds abort and
-/// systemd restarts them, the journal keeping the count).
+/// A panic inside the decoder on a frame that passes the checks is turned into a decode error, as in
+/// `read_rgb`, so one bad frame is skipped and counted, not fatal (on builds that unwind; board builds
+/// abort and systemd restarts them, the journal keeping the count).
 pub fn mjpeg_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
     let bad = |message: String| SourceError::Decode(format!("MJPEG frame: {message}"));
     let header = JpegFrameHeader::read(data).map_err(bad)?;
@@ -265,7 +272,7 @@ pub fn mjpeg_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, So
     };
     match std::panic::catch_unwind(decode) {
         Ok(decoded) => decoded.map_err(|e| bad(e.to_string())),
-        Err(_) => Err(bad("the JPEG decoder failed on this frame".into())),
+        Err(_) => Err(bad(DECODER_PANICKED.into())),
     }
 }
 
