@@ -1,20 +1,45 @@
 //! Crash safety of the count: `run` is killed with SIGKILL at random moments; every time, the
 //! journal reopens to exactly the cells it holds (none lost, none doubled), and a resumed run
 //! carries the same count forward.
+//!
+//! Half of the kills come at a random time after start (often during start-up); the other half come
+//! a random moment after the run has journaled a new cell, so the test does not depend on how fast
+//! the machine running it is.
 
 mod common;
 use common::*;
 use marrowscope::slide::Rng;
 use marrowscope::tally::Journal;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 const KILLS: usize = 20;
+/// How long a run may take to journal its next cell before the test gives up (a slow, loaded CI
+/// machine running the unoptimized binary needs a few seconds).
+const GROWTH_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn count_lines(text: &str) -> usize {
     text.lines()
         .filter(|l| l.ends_with('}') && l.contains("\"op\":\"count\""))
         .count()
+}
+
+/// Complete count lines in the journal now (a missing file holds none).
+fn journaled_cells(journal: &Path) -> usize {
+    count_lines(&std::fs::read_to_string(journal).unwrap_or_default())
+}
+
+/// Waits until the journal holds more than `previous` counted cells; false after the timeout.
+fn wait_for_growth(journal: &Path, previous: usize) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < GROWTH_TIMEOUT {
+        if journaled_cells(journal) > previous {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]
@@ -39,11 +64,17 @@ fn killed_runs_resume_with_exactly_the_journaled_cells() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + (rng.unit() * 2500.0) as u64));
+        let kill_after_a_count = round % 2 == 1;
+        if kill_after_a_count && !wait_for_growth(&journal_path, previous) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("round {round}: the run journaled no new cell in {GROWTH_TIMEOUT:?}");
+        }
+        let delay_ms = if kill_after_a_count { 0.0 } else { 300.0 } + rng.unit() * 2500.0;
+        std::thread::sleep(Duration::from_millis(delay_ms as u64));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let raw = std::fs::read_to_string(&journal_path).unwrap_or_default();
-        let complete = count_lines(&raw);
+        let complete = journaled_cells(&journal_path);
         let (_, tally) = Journal::open(&journal_path, 200).unwrap();
         assert_eq!(
             tally.total() as usize,
