@@ -56,6 +56,9 @@ pub struct SlideOptions {
     pub frame_height: u32,
     /// Stage speed in pixels per frame during normal panning.
     pub step: f32,
+    /// Distance between neighbouring white cells on the slide's jittered grid, in pixels (one in
+    /// five grid places is left empty). 215 px puts about 19 white cells in a 1280×960 frame.
+    pub cell_spacing: f32,
 }
 
 impl SlideOptions {
@@ -67,6 +70,7 @@ impl SlideOptions {
             frame_width: 1280,
             frame_height: 960,
             step: 96.0,
+            cell_spacing: 215.0,
         }
     }
 }
@@ -226,7 +230,7 @@ impl VirtualSlide {
                 (cx, cy, 33.0 + rng.unit() * 8.0)
             })
             .collect();
-        let spacing = 215.0;
+        let spacing = opts.cell_spacing;
         let margin = 130.0;
         let mut cells = Vec::new();
         let mut pictures = Vec::new();

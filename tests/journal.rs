@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use marrowscope::slide::Rng;
 use marrowscope::tally::Journal;
-use std::process::{Command, Stdio};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const KILLS: usize = 20;
