@@ -999,8 +999,8 @@ mod tests {
                 for (px, py) in
                     (0..by).flat_map(|dy| (0..bx).map(move |dx| (x * bx + dx, y * by + dy)))
                 {
-                    for c in 0..3 {
-                        sum[c] += u32::from(frame.get_pixel(px, py).0[c]);
+                    for (s, &v) in sum.iter_mut().zip(&frame.get_pixel(px, py).0) {
+                        *s += u32::from(v);
                     }
                 }
                 let mean = sum.map(|s| s as f32 / (bx * by) as f32);
