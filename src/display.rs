@@ -509,6 +509,7 @@ pub(crate) mod tests {
                 frame: 0,
                 x: 0.0,
                 y: 0.0,
+                at: None,
             };
             tally.apply(&entry).unwrap();
         }

@@ -318,7 +318,7 @@ impl CorrectionLog {
         let corrected_to = match entry {
             Entry::Reassign { class, .. } => class.as_str(),
             Entry::Discard { .. } => "DISCARD",
-            Entry::Count { .. } => return Ok(()),
+            Entry::Count { .. } | Entry::Start { .. } => return Ok(()),
         };
         let new_file = !self.path.exists();
         let mut f = OpenOptions::new()

@@ -9,7 +9,7 @@ use crate::localize::{Localization, Localizer};
 use crate::operator::{Controls, CorrectionLog, OperatorCommand, OperatorError, RESET_CONFIRM};
 use crate::report::{self, Differential, ReportError};
 use crate::source::{FrameSource, SourceError};
-use crate::tally::{Entry, Journal, Tally, TallyError};
+use crate::tally::{self, Entry, Journal, StagePoint, Tally, TallyError};
 use crate::track::{CountedCell, Tracker, TrackerConfig};
 use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
@@ -104,8 +104,15 @@ pub fn run(
     let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
     let mut tracker =
         Tracker::new(TrackerConfig::default()).with_first_id(tally.max_id().map_or(0, |m| m + 1));
+    let source_name = source.describe();
+    if let Some(place) = resume_place(&journal, source, &source_name)? {
+        tracker = tracker.resuming_at(place.at.camera, place.counted);
+    }
+    journal.append(&Entry::Start {
+        source: source_name.clone(),
+    })?;
     let mut status = ScreenStatus {
-        source: source.describe(),
+        source: source_name,
         ..Default::default()
     };
     let bar = progress_bar(opts.progress, &tally);
@@ -261,6 +268,29 @@ pub fn run(
     Ok(summary)
 }
 
+/// Where the journal left the count of this same source: the source is moved to the frame in which
+/// the last cell was counted, and the returned point tells the tracker where the camera was there
+/// and which cells are counted already. None for a camera (no positions), another source, or a
+/// journal without a stage point.
+fn resume_place(
+    journal: &Journal,
+    source: &mut dyn FrameSource,
+    source_name: &str,
+) -> Result<Option<tally::ResumePoint>, PipelineError> {
+    let entries = tally::read_entries(journal.path())?;
+    let Some(place) = tally::resume_point(&entries, source_name) else {
+        return Ok(None);
+    };
+    if !source.seek(place.at.frame)? {
+        return Ok(None);
+    }
+    log::info!(
+        "continuing {source_name} at frame {}, where the journal's last cell was counted",
+        place.at.frame
+    );
+    Ok(Some(place))
+}
+
 fn progress_bar(show: bool, tally: &Tally) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -332,6 +362,10 @@ impl Desk<'_> {
         }
         *self.reset_asked = None;
         let (tally, kept) = self.journal.start_over(target)?;
+        // The new journal names its source too, so a crash after the reset resumes in place.
+        self.journal.append(&Entry::Start {
+            source: self.status.source.clone(),
+        })?;
         *self.tally = tally;
         self.status.alerts.clear();
         self.notice(format!(
@@ -424,6 +458,10 @@ impl Recorder<'_> {
             frame: cell.view.frame_index,
             x: cell.world.0,
             y: cell.world.1,
+            at: Some(StagePoint {
+                frame: cell.counted_in.0,
+                camera: cell.counted_in.1,
+            }),
         };
         journal.append(&entry)?;
         tally.apply(&entry)?;

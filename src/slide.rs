@@ -564,6 +564,11 @@ impl FrameSource for VirtualSlideSource {
         }))
     }
 
+    fn seek(&mut self, frame: u64) -> Result<bool, SourceError> {
+        self.next = usize::try_from(frame).map_or(self.path.len(), |f| f.min(self.path.len()));
+        Ok(true)
+    }
+
     fn describe(&self) -> String {
         format!(
             "virtual slide seed {} ({}x{} px, {} cells from {}, {} frames)",

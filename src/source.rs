@@ -63,8 +63,15 @@ pub struct Frame {
 pub trait FrameSource {
     /// The next frame, `Ok(None)` at the end of a finite source.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
-    /// A short human description, for logs.
+    /// A short human description, for logs. A journal names its source by it, so it must be the
+    /// same for the same source each time it is opened.
     fn describe(&self) -> String;
+    /// Moves the source so that the next frame is the one with index `frame`, for a run that
+    /// continues a count; false when the source has no positions to return to (a camera).
+    fn seek(&mut self, frame: u64) -> Result<bool, SourceError> {
+        let _ = frame;
+        Ok(false)
+    }
 }
 
 /// A parsed `--source` spec.
@@ -215,6 +222,11 @@ impl FrameSource for ReplaySource {
 
     fn describe(&self) -> String {
         format!("{} ({} images)", self.label, self.files.len())
+    }
+
+    fn seek(&mut self, frame: u64) -> Result<bool, SourceError> {
+        self.next = usize::try_from(frame).map_or(self.files.len(), |f| f.min(self.files.len()));
+        Ok(true)
     }
 }
 

@@ -31,11 +31,22 @@ pub const ERYTHROID: [&str; 2] = ["EBO", "PEB"];
 /// Class code of blasts.
 pub const BLAST: &str = "BLA";
 
+/// Where the stage was when a cell was counted: the source's frame index and the tracker's camera
+/// position (world pixels) in that frame. A resumed run starts the same source there.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct StagePoint {
+    pub frame: u64,
+    pub camera: (f32, f32),
+}
+
 /// One journal entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Entry {
-    /// A cell was counted.
+    /// A run began reading this source (its description); counts after it came from that source.
+    Start { source: String },
+    /// A cell was counted: id, class, probability, the frame of its best view and its world position;
+    /// `at` is where the stage was when it was counted (absent in journals of older versions).
     Count {
         id: u64,
         class: String,
@@ -43,6 +54,8 @@ pub enum Entry {
         frame: u64,
         x: f32,
         y: f32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<StagePoint>,
     },
     /// The operator gave a counted cell another class.
     Reassign { id: u64, class: String },
@@ -104,6 +117,7 @@ impl Tally {
     /// Applies one journal entry.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), TallyError> {
         match entry {
+            Entry::Start { .. } => {}
             Entry::Count {
                 id,
                 class,
@@ -111,6 +125,7 @@ impl Tally {
                 frame,
                 x,
                 y,
+                ..
             } => self.records.push(Record {
                 id: *id,
                 class: class.clone(),
@@ -305,6 +320,58 @@ impl Journal {
     }
 }
 
+/// Where a resumed run of the same source picks up: the stage point of the last counted cell, and
+/// the world positions of the cells counted since the source was first started, so the tracker
+/// does not count them again when they are still in view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePoint {
+    pub at: StagePoint,
+    pub counted: Vec<(f32, f32)>,
+}
+
+/// The resume point for `source` in a list of journal entries: the entries from the first start of
+/// `source` after the last start of another source, when one of their counts carries a stage point. Cells discarded by the operator stay in `counted`
+/// (they were seen there).
+pub fn resume_point(entries: &[Entry], source: &str) -> Option<ResumePoint> {
+    let after_other = entries
+        .iter()
+        .rposition(|e| matches!(e, Entry::Start { source: s } if s != source))
+        .map_or(0, |i| i + 1);
+    let first_start = entries[after_other..]
+        .iter()
+        .position(|e| matches!(e, Entry::Start { source: s } if s == source))?;
+    let chain = &entries[after_other + first_start..];
+    let counts = chain.iter().filter_map(|e| match e {
+        Entry::Count { x, y, at, .. } => Some(((*x, *y), *at)),
+        _ => None,
+    });
+    let counted: Vec<(f32, f32)> = counts.clone().map(|(world, _)| world).collect();
+    let at = counts.filter_map(|(_, at)| at).next_back()?;
+    Some(ResumePoint { at, counted })
+}
+
+/// The complete entries of a journal file (a torn last line is left out, a corrupt one is an
+/// error naming its line).
+pub fn read_entries(path: &Path) -> Result<Vec<Entry>, TallyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TallyError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l.trim()).map_err(|e| TallyError::Corrupt {
+                path: path.display().to_string(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Replays journal lines; returns the tally and the byte length of the complete entries.
 fn replay(file: &mut File, path: &Path, target: u32) -> Result<(Tally, u64), TallyError> {
     let mut tally = Tally::new(target);
@@ -354,6 +421,7 @@ mod tests {
             frame: id,
             x: 0.0,
             y: 0.0,
+            at: None,
         }
     }
 
@@ -422,6 +490,79 @@ mod tests {
         let first = serde_json::to_string(&count(1, "BLA")).unwrap();
         std::fs::write(&path, format!("{first}\nnot json\n{first}\n")).unwrap();
         let err = Journal::open(&path, 200).err().unwrap().to_string();
+        assert!(err.contains("journal.jsonl:2:"), "{err}");
+    }
+
+    fn counted_at(id: u64, world: (f32, f32), frame: u64) -> Entry {
+        Entry::Count {
+            id,
+            class: "NGS".into(),
+            p: 0.9,
+            frame,
+            x: world.0,
+            y: world.1,
+            at: Some(StagePoint {
+                frame: frame + 2,
+                camera: (world.0 - 100.0, 0.0),
+            }),
+        }
+    }
+
+    fn start(source: &str) -> Entry {
+        Entry::Start {
+            source: source.into(),
+        }
+    }
+
+    #[test]
+    fn resume_point_is_the_last_count_of_the_same_source() {
+        let journal = [
+            start("slide A"),
+            counted_at(0, (10.0, 5.0), 3),
+            counted_at(1, (50.0, 5.0), 7),
+            start("slide A"),
+            counted_at(2, (90.0, 5.0), 12),
+            Entry::Discard { id: 1 },
+        ];
+        let point = resume_point(&journal, "slide A").unwrap();
+        assert_eq!(point.at.frame, 14);
+        assert_eq!(point.at.camera, (-10.0, 0.0));
+        assert_eq!(point.counted, [(10.0, 5.0), (50.0, 5.0), (90.0, 5.0)]);
+    }
+
+    #[test]
+    fn no_resume_point_for_another_source_or_older_journals() {
+        let journal = [start("slide A"), counted_at(0, (10.0, 5.0), 3)];
+        assert!(resume_point(&journal, "slide B").is_none());
+        // After another source, only what follows it counts.
+        let mut switched = journal.to_vec();
+        switched.push(start("slide B"));
+        switched.push(counted_at(1, (70.0, 5.0), 9));
+        switched.push(start("slide A"));
+        assert!(
+            resume_point(&switched, "slide A").is_none(),
+            "slide A has no count since"
+        );
+        assert_eq!(
+            resume_point(&switched[..4], "slide B").unwrap().counted,
+            [(70.0, 5.0)]
+        );
+        // Journals without start entries or stage points (older versions) do not resume a place.
+        assert!(resume_point(&[counted_at(0, (1.0, 1.0), 1)], "slide A").is_none());
+        assert!(resume_point(&[start("slide A"), count(0, "BLA")], "slide A").is_none());
+    }
+
+    #[test]
+    fn entries_are_read_without_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let line = serde_json::to_string(&counted_at(0, (1.0, 2.0), 3)).unwrap();
+        std::fs::write(&path, format!("{line}\n{line}\n{{\"op\":\"co")).unwrap();
+        let entries = read_entries(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0], counted_at(0, (1.0, 2.0), 3));
+        std::fs::write(&path, format!("{line}\nnot json\n")).unwrap();
+        let err = read_entries(&path).unwrap_err().to_string();
         assert!(err.contains("journal.jsonl:2:"), "{err}");
     }
 }

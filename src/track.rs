@@ -56,6 +56,8 @@ pub struct CountedCell {
     /// World position (slide pixels relative to the first frame).
     pub world: (f32, f32),
     pub view: View,
+    /// The frame in which it was counted, and the camera's world position in that frame.
+    pub counted_in: (u64, (f32, f32)),
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +328,15 @@ impl Tracker {
         self
     }
 
+    /// Continues a count stopped at a known stage position: the camera is at `camera` (world pixels)
+    /// in the first frame, and the cells at `counted` (world pixels) are counted already, so they
+    /// are not counted again while still in view.
+    pub fn resuming_at(mut self, camera: (f32, f32), counted: Vec<(f32, f32)>) -> Tracker {
+        self.camera = camera;
+        self.done = counted;
+        self
+    }
+
     /// True when the current frame is smeared by a fast stage move: its cells are not observed
     /// (positions and classes from a smeared frame are unreliable).
     pub fn frame_blurred(&self) -> bool {
@@ -508,7 +519,7 @@ impl Tracker {
                 track.place().0,
                 track.place().1
             );
-            out.push(counted(track));
+            out.push(counted(track, (now, self.camera)));
         }
         let (closed, open): (Vec<Track>, Vec<Track>) = self
             .tracks
@@ -527,7 +538,7 @@ impl Tracker {
         for track in self.tracks.drain(..) {
             let seen_again = near_any(&self.done, track.place(), radius);
             if !track.counted && track.best.is_some() && !seen_again {
-                out.push(counted(&track));
+                out.push(counted(&track, (self.frame_index, self.camera)));
             }
             if track.best.is_some() {
                 self.done.push(track.place());
@@ -544,8 +555,9 @@ impl Track {
     }
 }
 
-fn counted(track: &Track) -> CountedCell {
+fn counted(track: &Track, counted_in: (u64, (f32, f32))) -> CountedCell {
     CountedCell {
+        counted_in,
         track_id: track.id,
         world: track.place(),
         view: track.best.clone().expect("counted tracks have a view"),

@@ -53,7 +53,12 @@ fn pipeline_on_real_smear_frames_counts_each_white_cell() {
         );
     }
     let journal = std::fs::read_to_string(report.join("journal.jsonl")).unwrap();
-    assert_eq!(journal.lines().count(), total);
+    let count_lines = journal.lines().filter(|l| l.contains("\"op\":\"count\""));
+    assert_eq!(count_lines.count(), total);
+    assert!(
+        journal.starts_with("{\"op\":\"start\",\"source\":\"folder "),
+        "{journal}"
+    );
     assert!(report.join("differential.csv").is_file());
     assert!(report.join("summary.png").is_file());
     assert!(stdout(&out).contains("Differential count"));
@@ -369,7 +374,8 @@ fn operator_keys_correct_the_last_cell_and_reset_keeps_the_old_journal() {
         .iter()
         .map(|o| o["op"].as_str().unwrap())
         .collect();
-    assert_eq!(tail, ["discard", "reassign"]);
+    // The resumed run names its source first.
+    assert_eq!(tail, ["start", "discard", "reassign"]);
     let csv = std::fs::read_to_string(report.join("corrections.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
@@ -403,7 +409,13 @@ fn operator_keys_correct_the_last_cell_and_reset_keeps_the_old_journal() {
         })
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), before);
+    // Kept whole: everything before the run, and the run's own start entry.
+    let kept_text = std::fs::read_to_string(&kept[0]).unwrap();
+    let added = kept_text
+        .strip_prefix(before.as_str())
+        .expect("old entries kept");
+    assert!(added.starts_with("{\"op\":\"start\""), "{added}");
+    assert_eq!(added.lines().count(), 1, "{added}");
     assert!(journal_ops(&journal).len() < 3, "a new count started");
 }
 

@@ -1,6 +1,7 @@
 //! Crash safety of the count: `run` is killed with SIGKILL at random moments; every time, the
 //! journal reopens to exactly the cells it holds (none lost, none doubled), and a resumed run
-//! carries the same count forward.
+//! carries the same count forward from where the source stood, so the killed-and-resumed runs
+//! together count the slide as one unbroken run does.
 //!
 //! Half of the kills come at a random time after start (often during start-up); the other half come
 //! a random moment after the run has journaled a new cell, so the test does not depend on how fast
@@ -48,6 +49,19 @@ fn killed_runs_resume_with_exactly_the_journaled_cells() {
     let report = tmp.path().join("report");
     let board = write_board(tmp.path(), 0.1, &report);
     let journal_path = report.join("journal.jsonl");
+    // The same slide in one unbroken run, beside the killed ones (the test's shortest path).
+    let unbroken_dir = tmp.path().join("unbroken");
+    std::fs::create_dir_all(&unbroken_dir).unwrap();
+    let unbroken_report = unbroken_dir.join("report");
+    let unbroken_board = write_board(&unbroken_dir, 0.1, &unbroken_report);
+    let unbroken_run = Command::new(env!("CARGO_BIN_EXE_marrowscope"))
+        .args(["run", "--board", unbroken_board.to_str().unwrap()])
+        .args(["--source", "virtual:3"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut rng = Rng::new(2026);
     let mut previous = 0;
     for round in 0..KILLS {
@@ -96,20 +110,30 @@ fn killed_runs_resume_with_exactly_the_journaled_cells() {
         previous = complete;
     }
     assert!(previous > 0, "no run lived long enough to count a cell");
-    // A resumed run reports the journaled cells as its starting point.
+    // A resumed run reports the journaled cells as its starting point and goes on to the end of
+    // the slide from where the last cell was counted.
     let out = marrowscope(&[
         "run",
         "--board",
         board.to_str().unwrap(),
         "--source",
         "virtual:3",
-        "--frames",
-        "5",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
         text.contains(&format!("{previous} cells resumed from the journal")),
         "{text}"
+    );
+    let (_, resumed) = Journal::open(&journal_path, 200).unwrap();
+
+    let unbroken = unbroken_run.wait_with_output().unwrap();
+    assert!(unbroken.status.success(), "{}", stderr(&unbroken));
+    let (_, unbroken) = Journal::open(&unbroken_report.join("journal.jsonl"), 200).unwrap();
+    let (a, b) = (resumed.total() as f64, unbroken.total() as f64);
+    eprintln!("killed and resumed: {a} cells; unbroken: {b} cells");
+    assert!(
+        (a - b).abs() <= (0.03 * b).max(3.0),
+        "{KILLS} killed and resumed runs counted {a} cells, one unbroken run {b}"
     );
 }

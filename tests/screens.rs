@@ -29,6 +29,7 @@ fn sample_tally() -> Tally {
                 frame: id,
                 x: 0.0,
                 y: 0.0,
+                at: None,
             };
             tally.apply(&entry).unwrap();
             id += 1;
