@@ -277,8 +277,7 @@ fn resume_place(
     source: &mut dyn FrameSource,
     source_name: &str,
 ) -> Result<Option<tally::ResumePoint>, PipelineError> {
-    let entries = tally::read_entries(journal.path())?;
-    let Some(place) = tally::resume_point(&entries, source_name) else {
+    let Some(place) = tally::resume_point(journal.replayed(), source_name) else {
         return Ok(None);
     };
     if !source.seek(place.at.frame)? {

@@ -237,6 +237,8 @@ impl Tally {
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// The complete entries the file held when it was opened (where a resumed run picks up).
+    replayed: Vec<Entry>,
 }
 
 impl Journal {
@@ -256,7 +258,7 @@ impl Journal {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let (tally, good_len) = replay(&mut file, path, target)?;
+        let (tally, replayed, good_len) = replay(&mut file, path, target)?;
         let len = file.metadata().map_err(io)?.len();
         if good_len < len {
             log::warn!(
@@ -271,6 +273,7 @@ impl Journal {
             Journal {
                 file,
                 path: path.to_path_buf(),
+                replayed,
             },
             tally,
         ))
@@ -294,6 +297,12 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The complete entries the journal held when it was opened, in order (a torn last line left
+    /// out); entries appended since are not included.
+    pub fn replayed(&self) -> &[Entry] {
+        &self.replayed
     }
 
     /// Starts a new count: the current journal is kept under a dated name (nothing is deleted)
@@ -350,31 +359,14 @@ pub fn resume_point(entries: &[Entry], source: &str) -> Option<ResumePoint> {
     Some(ResumePoint { at, counted })
 }
 
-/// The complete entries of a journal file (a torn last line is left out, a corrupt one is an
-/// error naming its line).
-pub fn read_entries(path: &Path) -> Result<Vec<Entry>, TallyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TallyError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l.trim()).map_err(|e| TallyError::Corrupt {
-                path: path.display().to_string(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Replays journal lines; returns the tally and the byte length of the complete entries.
-fn replay(file: &mut File, path: &Path, target: u32) -> Result<(Tally, u64), TallyError> {
+/// Replays journal lines; returns the tally, the complete entries and their byte length.
+fn replay(
+    file: &mut File,
+    path: &Path,
+    target: u32,
+) -> Result<(Tally, Vec<Entry>, u64), TallyError> {
     let mut tally = Tally::new(target);
+    let mut entries = Vec::new();
     let mut reader = BufReader::new(&mut *file);
     let mut good_len = 0u64;
     let mut line_no = 0;
@@ -404,9 +396,10 @@ fn replay(file: &mut File, path: &Path, target: u32) -> Result<(Tally, u64), Tal
         };
         let entry: Entry = serde_json::from_str(buf.trim()).map_err(|e| corrupt(e.to_string()))?;
         tally.apply(&entry).map_err(|e| corrupt(e.to_string()))?;
+        entries.push(entry);
         good_len += n as u64;
     }
-    Ok((tally, good_len))
+    Ok((tally, entries, good_len))
 }
 
 #[cfg(test)]
@@ -553,16 +546,19 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_read_without_a_torn_tail() {
+    fn replayed_entries_leave_out_a_torn_tail_and_later_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let line = serde_json::to_string(&counted_at(0, (1.0, 2.0), 3)).unwrap();
-        std::fs::write(&path, format!("{line}\n{line}\n{{\"op\":\"co")).unwrap();
-        let entries = read_entries(&path).unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0], counted_at(0, (1.0, 2.0), 3));
-        std::fs::write(&path, format!("{line}\nnot json\n")).unwrap();
-        let err = read_entries(&path).unwrap_err().to_string();
-        assert!(err.contains("journal.jsonl:2:"), "{err}");
+        let first = counted_at(0, (1.0, 2.0), 3);
+        let second = counted_at(1, (5.0, 6.0), 7);
+        let lines = [&first, &second].map(|e| serde_json::to_string(e).unwrap());
+        std::fs::write(&path, format!("{}\n{}\n{{\"op\":\"co", lines[0], lines[1])).unwrap();
+        let (mut journal, tally) = Journal::open(&path, 200).unwrap();
+        assert_eq!(journal.replayed(), [first.clone(), second.clone()]);
+        assert_eq!(tally.total(), 2);
+        journal.append(&counted_at(2, (9.0, 9.0), 8)).unwrap();
+        assert_eq!(journal.replayed().len(), 2);
+        let (_, tally) = Journal::open(&path, 200).unwrap();
+        assert_eq!(tally.total(), 3);
     }
 }
