@@ -231,7 +231,7 @@ impl VirtualSlide {
             })
             .collect();
         let spacing = opts.cell_spacing;
-        let margin = 130.0;
+        let margin = edge_margin(sprites);
         let mut cells = Vec::new();
         let mut pictures = Vec::new();
         let mut y = margin;
@@ -296,6 +296,20 @@ impl VirtualSlide {
         }
         img
     }
+}
+
+/// Distance from the slide's edges to the grid of white cells, slide pixels. The stage cannot move
+/// past the edge, and a cell whose box touches the frame edge is never counted, so every cell must
+/// be fully visible from some stage position: half the largest picture, plus the grid's jitter
+/// (20 px), plus the localizer's cytoplasm margin around a nucleus that fills the picture (about a
+/// sixth of its side), plus slack.
+fn edge_margin(sprites: &[Sprite]) -> f32 {
+    let largest = sprites
+        .iter()
+        .map(|s| s.image.width().max(s.image.height()))
+        .max()
+        .unwrap_or(0) as f32;
+    largest / 2.0 + largest / 6.0 + 30.0
 }
 
 /// Smear colour: the median border colour of the cell pictures, so the field looks like the

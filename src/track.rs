@@ -503,16 +503,27 @@ impl Tracker {
         let max_missing = self.cfg.max_missing;
         let stable = self.cfg.stable_views;
         let done = &self.done;
+        // Tracks still open and counted: a second track that settles on one of them (it was born
+        // where a cut or smeared view put the centre off, then followed the same cell) is that cell.
+        let mut open_counted: Vec<(f32, f32)> = self
+            .tracks
+            .iter()
+            .filter(|t| t.counted)
+            .map(Track::place)
+            .collect();
         for track in &mut self.tracks {
             let lost = now.saturating_sub(track.last_seen) > max_missing;
             if track.counted || track.best.is_none() || !(track.views >= stable || lost) {
                 continue;
             }
             track.counted = true;
-            if near_any(done, track.place(), radius) {
+            if near_any(done, track.place(), radius)
+                || near_any(&open_counted, track.place(), radius)
+            {
                 log::debug!("track {} is a counted cell seen again: absorbed", track.id);
                 continue;
             }
+            open_counted.push(track.place());
             log::trace!(
                 "frame {now}: track {} counted at ({:.0}, {:.0})",
                 track.id,
@@ -686,6 +697,25 @@ mod tests {
         ];
         let counted = still.show(&pair, 3) + still.tracker.finish().len();
         assert_eq!(counted, 2);
+    }
+
+    #[test]
+    fn two_tracks_that_end_on_one_cell_count_it_once() {
+        // One frame shows the cell as two pieces 15 px apart (within the 20 px match radius): two
+        // tracks are born. From then on one detection is seen, and the nearer track follows it;
+        // the other is lost and would be counted where the first already is.
+        let mut still = Still::new();
+        let mut counted = still.show(
+            &[
+                detection((100.0, 100.0), true),
+                detection((115.0, 100.0), true),
+            ],
+            1,
+        );
+        counted += still.show(&[detection((110.0, 100.0), true)], 6);
+        counted += still.show(&[], 5);
+        counted += still.tracker.finish().len();
+        assert_eq!(counted, 1);
     }
 
     #[test]
