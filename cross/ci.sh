@@ -25,16 +25,38 @@ done
 step "toolchains (${arches[*]})"
 bash cross/setup.sh "${arches[@]}"
 
+# The board builds run side by side: each spends minutes in a single-threaded fat-LTO link, so two
+# of them (and the fuzz build that .ci/run starts beside this step) keep both cores busy. Each target
+# builds in its own target folder; one shared folder would make the second cargo wait for its lock.
+step "build ${TARGETS[*]} (side by side)"
+declare -A build_pid build_log
 for t in "${TARGETS[@]}"; do
-  step "build $t"
-  bash cross/build.sh "$t"
-  bin="target/cross/$t/board/marrowscope"
+  build_log[$t]="$(mktemp)"
+  CARGO_TARGET_DIR="target/cross/$t.build" bash cross/build.sh "$t" >"${build_log[$t]}" 2>&1 &
+  build_pid[$t]=$!
+done
+failed=0
+for t in "${TARGETS[@]}"; do
+  if wait "${build_pid[$t]}"; then
+    grep -v '^ *Compiling\|^ *Downloaded\|^ *Downloading' "${build_log[$t]}" | tail -n 5
+  else
+    echo "cross/ci.sh: the $t build failed:" >&2
+    tail -n 60 "${build_log[$t]}" >&2
+    failed=1
+  fi
+  rm -f "${build_log[$t]}"
+done
+[ "$failed" -eq 0 ] || exit 1
+step "built"
+
+for t in "${TARGETS[@]}"; do
+  bin="target/cross/$t.build/$t/board/marrowscope"
   size=$(stat -c %s "$bin")
   echo "size: $t stripped binary $size bytes (goal <= $MAX_BYTES)"
   [ "$size" -le "$MAX_BYTES" ] || { echo "cross/ci.sh: $t binary is over the size goal" >&2; exit 1; }
   step "parity $t (qemu-user)"
-  bash cross/parity.sh "$t" models/marrow-int8.ron 2
+  ARM_BIN="$bin" bash cross/parity.sh "$t" models/marrow-int8.ron 2
   step "instructions per crop $t"
-  bash cross/insns.sh "$t"
+  ARM_BIN="$bin" bash cross/insns.sh "$t"
 done
 step "done"
