@@ -11,7 +11,7 @@
 use crate::classify::{Classifier, ClassifyError};
 use crate::config::BoardProfile;
 use crate::display::NoDisplay;
-use crate::localize::Localizer;
+use crate::localize::{Cell, Localizer};
 use crate::operator::NoControls;
 use crate::pipeline::{self, PipelineError, RunOptions, Station};
 use crate::slide::{atlas_sprites, SlideOptions, StagePose, VirtualSlideSource};
@@ -253,7 +253,8 @@ fn run_end_to_end(
         let t = Instant::now();
         let mut counted = tracker.advance(&frame.image, frame.index);
         let loc = localizer.localize(&frame.image, um);
-        counted.extend(tracker.observe(&loc.cells, um, |c| {
+        let cut = |cell: &Cell| localizer.crop(&frame.image, cell, um);
+        counted.extend(tracker.observe(&loc.cells, um, cut, |c| {
             e2e.crops_classified += c.len() as u64;
             classifier.classify(c)
         })?);

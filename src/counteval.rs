@@ -42,6 +42,33 @@ pub struct PanResult {
     pub worst_class_pp: f64,
 }
 
+impl PanResult {
+    /// A pan's truth and total count, before the counts are matched to the slide's cells.
+    fn unmatched(
+        seed: u64,
+        frames: u64,
+        truth: BTreeMap<String, u32>,
+        counted_total: u32,
+    ) -> PanResult {
+        PanResult {
+            seed,
+            frames,
+            truth_total: truth.values().sum(),
+            truth,
+            counted_by_true_class: BTreeMap::new(),
+            counted_by_label: BTreeMap::new(),
+            counted_total,
+            counted_once: 0,
+            double_counts: 0,
+            missed: 0,
+            false_counts: 0,
+            total_error: 0.0,
+            worst_class_error: 0.0,
+            worst_class_pp: 0.0,
+        }
+    }
+}
+
 /// A count matched to a slide cell: record id, best frame, tracked world position.
 type Hit = (u64, u64, (f32, f32));
 
@@ -74,22 +101,12 @@ pub fn evaluate_pan(
     let radius = MATCH_UM / slide.um_per_px;
     // Per slide cell: every count it got.
     let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); slide.cells.len()];
-    let mut result = PanResult {
+    let mut result = PanResult::unmatched(
         seed,
-        frames: summary.frames,
-        truth: slide.truth_counts(),
-        counted_by_true_class: BTreeMap::new(),
-        counted_by_label: BTreeMap::new(),
-        truth_total: slide.cells.len() as u32,
-        counted_total: summary.tally.total() as u32,
-        counted_once: 0,
-        double_counts: 0,
-        missed: 0,
-        false_counts: 0,
-        total_error: 0.0,
-        worst_class_error: 0.0,
-        worst_class_pp: 0.0,
-    };
+        summary.frames,
+        slide.truth_counts(),
+        summary.tally.total() as u32,
+    );
     let seen: BTreeMap<u64, (u64, (f32, f32))> = summary
         .counted_views
         .iter()
@@ -159,6 +176,49 @@ pub fn evaluate_pan(
     Ok(result)
 }
 
+/// Several pans taken together, as one long count: per true class, the cells on the slides and the
+/// counts they got, summed over the pans.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Pooled {
+    pub truth: BTreeMap<String, u32>,
+    pub counted_by_true_class: BTreeMap<String, u32>,
+    /// |counted - truth| / truth over all cells of all pans (counts of nothing included).
+    pub total_error: f64,
+    /// |counted - truth| / truth per class.
+    pub class_error: BTreeMap<String, f64>,
+    /// The largest of `class_error`.
+    pub worst_class_error: f64,
+}
+
+/// Sums the pans per class.
+pub fn pool(pans: &[PanResult]) -> Pooled {
+    let mut truth: BTreeMap<String, u32> = BTreeMap::new();
+    let mut counted: BTreeMap<String, u32> = BTreeMap::new();
+    for pan in pans {
+        for (class, &n) in &pan.truth {
+            *truth.entry(class.clone()).or_default() += n;
+        }
+        for (class, &n) in &pan.counted_by_true_class {
+            *counted.entry(class.clone()).or_default() += n;
+        }
+    }
+    let class_error: BTreeMap<String, f64> = truth
+        .iter()
+        .map(|(class, &t)| {
+            let c = counted.get(class).copied().unwrap_or(0);
+            (class.clone(), relative_error(c, t))
+        })
+        .collect();
+    let sum = |f: fn(&PanResult) -> u32| pans.iter().map(f).sum::<u32>();
+    Pooled {
+        total_error: relative_error(sum(|p| p.counted_total), sum(|p| p.truth_total)),
+        worst_class_error: class_error.values().copied().fold(0.0, f64::max),
+        class_error,
+        truth,
+        counted_by_true_class: counted,
+    }
+}
+
 fn relative_error(counted: u32, truth: u32) -> f64 {
     (counted as f64 - truth as f64).abs() / truth.max(1) as f64
 }
@@ -166,6 +226,31 @@ fn relative_error(counted: u32, truth: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pan(truth: &[(&str, u32)], counted: &[(&str, u32)]) -> PanResult {
+        let map = |v: &[(&str, u32)]| v.iter().map(|&(c, n)| (c.to_string(), n)).collect();
+        let total = |v: &[(&str, u32)]| v.iter().map(|&(_, n)| n).sum::<u32>();
+        let mut pan = PanResult::unmatched(0, 0, map(truth), total(counted));
+        pan.counted_by_true_class = map(counted);
+        pan
+    }
+
+    #[test]
+    fn pooled_pans_sum_each_class_before_comparing() {
+        // One ART miss in the first pan and one ART double in the second cancel out; a missed BLA
+        // in the second pan stays.
+        let pans = [
+            pan(&[("ART", 40), ("BLA", 60)], &[("ART", 39), ("BLA", 60)]),
+            pan(&[("ART", 10), ("BLA", 40)], &[("ART", 11), ("BLA", 39)]),
+        ];
+        let pooled = pool(&pans);
+        assert_eq!(pooled.truth["ART"], 50);
+        assert_eq!(pooled.counted_by_true_class["BLA"], 99);
+        assert_eq!(pooled.class_error["ART"], 0.0);
+        assert_eq!(pooled.class_error["BLA"], 0.01);
+        assert_eq!(pooled.worst_class_error, 0.01);
+        assert_eq!(pooled.total_error, 1.0 / 150.0);
+    }
 
     #[test]
     fn relative_error_of_counts() {

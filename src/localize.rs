@@ -1,7 +1,8 @@
 //! White-cell localization in whole frames, classical and fast: a nuclear-stain channel (Giemsa
 //! nuclei are dark violet: blue stays while red and green are absorbed), a per-frame threshold
 //! (Otsu, floored above the frame's own background), lobes merged into cells, size filters in
-//! micrometres, and a square crop of fixed physical size around each cell. Also the focus measure
+//! micrometres, and, for the cells that get classified, a square crop of fixed physical size around
+//! the cell. Also the focus measure
 //! used to skip blurred frames.
 
 use crate::config::LocalizerConfig;
@@ -57,8 +58,6 @@ pub struct Cell {
     pub nucleus_area_um2: f32,
     /// False when the cell is cut by the frame edge: it is not classified until fully in view.
     pub complete: bool,
-    /// Square crop of the configured physical size around the centre (only for complete cells).
-    pub crop: Option<RgbImage>,
 }
 
 /// Result of localizing one frame.
@@ -91,7 +90,8 @@ impl Localizer {
         &self.cfg
     }
 
-    /// Finds the white cells in a frame of the given scale and cuts their crops.
+    /// Finds the white cells in a frame of the given scale (their crops are cut on demand, see
+    /// [`Localizer::crop`]).
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
         let bin = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, 16);
         let stain = stain_channel(frame, bin);
@@ -172,7 +172,6 @@ impl Localizer {
             y1: raw.y1.min(h),
         };
         let centre = (blob.cx * b + b / 2.0, blob.cy * b + b / 2.0);
-        let crop = complete.then(|| square_crop(frame, centre, self.crop_um / um_per_px));
         let cell_mask =
             imageops::crop_imm(mask, blob.x0, blob.y0, blob.x1 - blob.x0, blob.y1 - blob.y0)
                 .to_image();
@@ -183,8 +182,15 @@ impl Localizer {
             mask_scale: bin,
             nucleus_area_um2,
             complete,
-            crop,
         })
+    }
+
+    /// The classifier's input for a cell: a square of the model's physical field around the nucleus
+    /// centre; none for a cell cut by the frame edge. Cut only for the cells that get classified
+    /// (most cells in a frame are tracked cells counted already).
+    pub fn crop(&self, frame: &RgbImage, cell: &Cell, um_per_px: f32) -> Option<RgbImage> {
+        cell.complete
+            .then(|| square_crop(frame, cell.centre, self.crop_um / um_per_px))
     }
 }
 
@@ -937,7 +943,8 @@ mod tests {
     #[test]
     fn finds_the_nucleus_and_not_the_red_cell() {
         let frame = synthetic_frame();
-        let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
+        let localizer = Localizer::new(LocalizerConfig::default(), 12.0);
+        let loc = localizer.localize(&frame, 0.25);
         assert_eq!(
             loc.cells.len(),
             1,
@@ -947,17 +954,18 @@ mod tests {
         let c = &loc.cells[0];
         assert!((c.centre.0 - 120.0).abs() < 3.0 && (c.centre.1 - 90.0).abs() < 3.0);
         assert!(c.complete);
-        let crop = c.crop.as_ref().unwrap();
+        let crop = localizer.crop(&frame, c, 0.25).unwrap();
         assert_eq!(crop.width(), 48);
     }
 
     #[test]
     fn cell_cut_by_the_edge_is_not_complete() {
         let frame = imageops::crop_imm(&synthetic_frame(), 100, 0, 100, 160).to_image();
-        let loc = Localizer::new(LocalizerConfig::default(), 12.0).localize(&frame, 0.25);
+        let localizer = Localizer::new(LocalizerConfig::default(), 12.0);
+        let loc = localizer.localize(&frame, 0.25);
         assert_eq!(loc.cells.len(), 1);
         assert!(!loc.cells[0].complete);
-        assert!(loc.cells[0].crop.is_none());
+        assert!(localizer.crop(&frame, &loc.cells[0], 0.25).is_none());
     }
 
     #[test]

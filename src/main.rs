@@ -748,7 +748,7 @@ fn count_eval_cmd(
     board: Option<PathBuf>,
     report: Option<PathBuf>,
 ) -> Result<()> {
-    use marrowscope::counteval::{evaluate_pan, PanResult};
+    use marrowscope::counteval::{evaluate_pan, pool, PanResult};
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
     let temp = std::env::temp_dir().join(format!("marrowscope-count-eval-{}", std::process::id()));
@@ -774,6 +774,7 @@ fn count_eval_cmd(
         "missed": pans.iter().map(|p| p.missed).sum::<u32>(),
         "false_counts": pans.iter().map(|p| p.false_counts).sum::<u32>(),
         "truth_total": pans.iter().map(|p| p.truth_total).sum::<u32>(),
+        "pooled": pool(&pans),
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -802,6 +803,19 @@ fn count_eval_cmd(
         100.0 * summary["worst_total_error"].as_f64().unwrap_or(0.0),
         100.0 * summary["worst_class_error"].as_f64().unwrap_or(0.0),
         summary["worst_class_pp"].as_f64().unwrap_or(0.0)
+    );
+    let pooled = pool(&pans);
+    println!(
+        "all {} pans as one count: total {:.2} %, worst class {:.1} % ({})",
+        pans.len(),
+        100.0 * pooled.total_error,
+        100.0 * pooled.worst_class_error,
+        pooled
+            .class_error
+            .iter()
+            .map(|(class, e)| format!("{class} {:.1} %", 100.0 * e))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 use crate::classify::{Classifier, ClassifyError, REVIEW};
 use crate::config::BoardProfile;
 use crate::display::{Canvas, Display, DisplayError, ScreenStatus};
-use crate::localize::{Localization, Localizer};
+use crate::localize::{Cell, Localization, Localizer};
 use crate::operator::{Controls, CorrectionLog, OperatorCommand, OperatorError, RESET_CONFIRM};
 use crate::report::{self, Differential, ReportError};
 use crate::source::{FrameSource, SourceError};
@@ -209,7 +209,8 @@ pub fn run(
         if loc.out_of_focus || tracker.frame_blurred() {
             summary.skipped_out_of_focus += 1;
         }
-        counted.extend(tracker.observe(&loc.cells, um, |crops| classifier.classify(crops))?);
+        let cut = |cell: &Cell| localizer.crop(&frame.image, cell, um);
+        counted.extend(tracker.observe(&loc.cells, um, cut, |crops| classifier.classify(crops))?);
         recorder.record_all(counted, &mut journal, &mut tally, &mut summary, &mut status)?;
         let redraw = last_draw.elapsed().as_millis() >= 500;
         let wants_preview = display.preview_size().filter(|_| redraw);

@@ -392,11 +392,13 @@ impl Tracker {
     }
 
     /// Matches this frame's cells to tracks, classifies the views that can still improve a
-    /// track, and returns the cells counted now.
+    /// track (`cut` gives a cell's crop, none when it cannot be classified), and returns the cells
+    /// counted now.
     pub fn observe<E>(
         &mut self,
         cells: &[Cell],
         um_per_px: f32,
+        cut: impl Fn(&Cell) -> Option<RgbImage>,
         classify: impl FnOnce(&[RgbImage]) -> Result<Vec<Prediction>, E>,
     ) -> Result<Vec<CountedCell>, E> {
         let radius = self.cfg.match_radius_um / um_per_px;
@@ -427,7 +429,7 @@ impl Tracker {
                 });
                 self.next_id += 1;
                 matched.push(true);
-                self.queue_view(self.tracks.len() - 1, cell, &mut to_classify);
+                self.queue_view(self.tracks.len() - 1, cell, &cut, &mut to_classify);
                 continue;
             };
             matched[t] = true;
@@ -437,7 +439,7 @@ impl Tracker {
                 track.settled = Some(world);
             }
             track.last_seen = self.frame_index;
-            self.queue_view(t, cell, &mut to_classify);
+            self.queue_view(t, cell, &cut, &mut to_classify);
         }
         if !to_classify.is_empty() {
             let crops: Vec<RgbImage> = to_classify.iter().map(|(_, c, _)| c.clone()).collect();
@@ -449,13 +451,19 @@ impl Tracker {
         Ok(self.collect_counted(radius))
     }
 
-    fn queue_view(&self, t: usize, cell: &Cell, queue: &mut Vec<(usize, RgbImage, (f32, f32))>) {
+    fn queue_view(
+        &self,
+        t: usize,
+        cell: &Cell,
+        cut: impl Fn(&Cell) -> Option<RgbImage>,
+        queue: &mut Vec<(usize, RgbImage, (f32, f32))>,
+    ) {
         let track = &self.tracks[t];
         if track.counted || !cell.complete {
             return;
         }
-        if let Some(crop) = &cell.crop {
-            queue.push((t, crop.clone(), cell.centre));
+        if let Some(crop) = cut(cell) {
+            queue.push((t, crop, cell.centre));
         }
     }
 
@@ -624,8 +632,12 @@ mod tests {
             mask_scale: 1,
             nucleus_area_um2: 40.0,
             complete: whole,
-            crop: whole.then(|| RgbImage::new(8, 8)),
         }
+    }
+
+    /// Stands in for the localizer's crop of a complete cell.
+    fn cut(cell: &Cell) -> Option<RgbImage> {
+        cell.complete.then(|| RgbImage::new(8, 8))
     }
 
     fn sure(crops: &[RgbImage]) -> Result<Vec<Prediction>, ()> {
@@ -662,7 +674,7 @@ mod tests {
             for _ in 0..times {
                 self.index += 1;
                 n += self.tracker.advance(&self.frame, self.index).len();
-                n += self.tracker.observe(cells, 0.25, sure).unwrap().len();
+                n += self.tracker.observe(cells, 0.25, cut, sure).unwrap().len();
             }
             n
         }

@@ -440,4 +440,7 @@ fn count_eval_matches_counted_cells_to_the_slide() {
     );
     assert_eq!(pan["false_counts"].as_u64(), Some(0));
     assert!(v["worst_total_error"].as_f64().unwrap() <= 0.05);
+    // One pan pooled is that pan.
+    assert_eq!(v["pooled"]["truth"], pan["truth"]);
+    assert_eq!(v["pooled"]["total_error"], pan["total_error"]);
 }

@@ -67,23 +67,36 @@ pub fn shipped_manifest() -> PathBuf {
     repo().join("models/marrow-int8.ron")
 }
 
+/// `text` with `from` replaced by `to`; fails when `from` is not there (a changed profile would
+/// otherwise leave the test running on settings it did not ask for).
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "board/desktop.ron has no {from:?}");
+    text.replace(from, to)
+}
+
 /// Writes a board profile for replayed frames of a given scale into `dir`.
 pub fn write_board(dir: &Path, um_per_px: f32, report: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("board/desktop.ron")).unwrap();
-    let text = text
-        .replace("um_per_px: 0.1,", &format!("um_per_px: {um_per_px},"))
-        .replace(
-            "model: \"../models/marrow-f32.ron\"",
-            &format!("model: {:?}", shipped_manifest().display().to_string()),
-        )
-        .replace(
-            "display: Png(path: \"screen.png\", width: 320, height: 240)",
-            "display: None",
-        )
-        .replace(
-            "report_dir: \"marrowscope-report\"",
-            &format!("report_dir: {:?}", report.display().to_string()),
-        );
+    let text = replaced(
+        &text,
+        "um_per_px: 0.085,",
+        &format!("um_per_px: {um_per_px},"),
+    );
+    let text = replaced(
+        &text,
+        "model: \"../models/marrow-f32.ron\"",
+        &format!("model: {:?}", shipped_manifest().display().to_string()),
+    );
+    let text = replaced(
+        &text,
+        "display: Png(path: \"screen.png\", width: 320, height: 240)",
+        "display: None",
+    );
+    let text = replaced(
+        &text,
+        "report_dir: \"marrowscope-report\"",
+        &format!("report_dir: {:?}", report.display().to_string()),
+    );
     let path = dir.join("board.ron");
     std::fs::write(&path, text).unwrap();
     path
