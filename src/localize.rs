@@ -2,8 +2,7 @@
 //! nuclei are dark violet: blue stays while red and green are absorbed), a per-frame threshold
 //! (Otsu, floored above the frame's own background), lobes merged into cells, size filters in
 //! micrometres, and, for the cells that get classified, a square crop of fixed physical size around
-//! the cell. Also the focus measure
-//! used to skip blurred frames.
+//! the cell. Also the focus measure used to skip blurred frames.
 
 use crate::config::LocalizerConfig;
 use image::{imageops, GrayImage, RgbImage};
