@@ -166,13 +166,13 @@ pub fn evaluate_pan(
             .get(class)
             .copied()
             .unwrap_or(0);
-        result.worst_class_error = result.worst_class_error.max(relative_error(counted, truth));
         let pp = 100.0
             * (counted as f64 / counted_matched.max(1) as f64
                 - truth as f64 / result.truth_total.max(1) as f64)
                 .abs();
         result.worst_class_pp = result.worst_class_pp.max(pp);
     }
+    result.worst_class_error = largest(&class_errors(&result.truth, &result.counted_by_true_class));
     Ok(result)
 }
 
@@ -202,21 +202,33 @@ pub fn pool(pans: &[PanResult]) -> Pooled {
             *counted.entry(class.clone()).or_default() += n;
         }
     }
-    let class_error: BTreeMap<String, f64> = truth
+    let class_error = class_errors(&truth, &counted);
+    let sum = |f: fn(&PanResult) -> u32| pans.iter().map(f).sum::<u32>();
+    Pooled {
+        total_error: relative_error(sum(|p| p.counted_total), sum(|p| p.truth_total)),
+        worst_class_error: largest(&class_error),
+        class_error,
+        truth,
+        counted_by_true_class: counted,
+    }
+}
+
+/// |counted - truth| / truth for every class of the truth (a class never counted is off by 100 %).
+fn class_errors(
+    truth: &BTreeMap<String, u32>,
+    counted: &BTreeMap<String, u32>,
+) -> BTreeMap<String, f64> {
+    truth
         .iter()
         .map(|(class, &t)| {
             let c = counted.get(class).copied().unwrap_or(0);
             (class.clone(), relative_error(c, t))
         })
-        .collect();
-    let sum = |f: fn(&PanResult) -> u32| pans.iter().map(f).sum::<u32>();
-    Pooled {
-        total_error: relative_error(sum(|p| p.counted_total), sum(|p| p.truth_total)),
-        worst_class_error: class_error.values().copied().fold(0.0, f64::max),
-        class_error,
-        truth,
-        counted_by_true_class: counted,
-    }
+        .collect()
+}
+
+fn largest(errors: &BTreeMap<String, f64>) -> f64 {
+    errors.values().copied().fold(0.0, f64::max)
 }
 
 fn relative_error(counted: u32, truth: u32) -> f64 {
