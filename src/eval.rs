@@ -314,9 +314,18 @@ pub struct DetectionReport {
     pub skipped_out_of_focus: u64,
 }
 
+/// What one frame's matching left unpaired: indices of found boxes with no expert box (false
+/// positives) and of expert boxes nothing was found for (misses).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FrameMatch {
+    pub false_positives: Vec<usize>,
+    pub missed: Vec<usize>,
+}
+
 impl DetectionCounts {
-    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`.
-    pub fn add_frame(&mut self, predicted: &[BoxPx], truth: &[BoxPx], min_iou: f32) {
+    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`; adds the frame to the
+    /// counts and says which boxes stayed unpaired.
+    pub fn add_frame(&mut self, predicted: &[BoxPx], truth: &[BoxPx], min_iou: f32) -> FrameMatch {
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (i, p) in predicted.iter().enumerate() {
             for (j, t) in truth.iter().enumerate() {
@@ -341,6 +350,11 @@ impl DetectionCounts {
         self.true_positives += tp;
         self.false_positives += predicted.len() as u64 - tp;
         self.false_negatives += truth.len() as u64 - tp;
+        let unpaired = |used: Vec<bool>| (0..used.len()).filter(|&i| !used[i]).collect();
+        FrameMatch {
+            false_positives: unpaired(used_p),
+            missed: unpaired(used_t),
+        }
     }
 
     pub fn report(&self, skipped_out_of_focus: u64) -> DetectionReport {
@@ -422,7 +436,16 @@ mod tests {
             },
         ];
         let mut d = DetectionCounts::default();
-        d.add_frame(&p, &t, 0.5);
+        let unpaired = d.add_frame(&p, &t, 0.5);
+        assert_eq!(
+            unpaired,
+            FrameMatch {
+                false_positives: vec![1],
+                missed: vec![],
+            }
+        );
+        let nothing_found = DetectionCounts::default().add_frame(&[], &t, 0.5);
+        assert_eq!(nothing_found.missed, vec![0]);
         let r = d.report(0);
         assert_eq!(
             (r.true_positives, r.false_positives, r.false_negatives),

@@ -329,11 +329,8 @@ pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
     {
         let v = white.illumination.v(y as f32 + 0.5);
         for ((o, &[r, g, b]), &u) in row_out.iter_mut().zip(row_in).zip(&us) {
-            let [wr, wg, wb] = white.colour(white.illumination.at_uv(u, v));
-            // Transmittance per channel (1 = bare slide), so the measure does not change with the
-            // brightness of the lamp.
-            let s = 255.0 * (2.0 + b / wb - r / wr - g / wg) / 3.0;
-            *o = s.clamp(0.0, 255.0) as u8;
+            let [tr, tg, tb] = white.transmittance([r, g, b], white.illumination.at_uv(u, v));
+            *o = (255.0 * (2.0 + tb - tr - tg) / 3.0).clamp(0.0, 255.0) as u8;
         }
     }
     GrayImage::from_raw(width, height, out).expect("buffer sized to the image")
@@ -415,7 +412,8 @@ const MIN_WHITE: f32 = 60.0;
 /// A smooth surface (quadratic where there are enough tiles, else a plane or a constant) is fitted to
 /// those samples by least squares, so a cell-crowded tile or the frame's corner does not make a step.
 struct BackgroundWhite {
-    lamp: [f32; 3],
+    /// 1 / the lamp's colour, per channel.
+    inv_lamp: [f32; 3],
     lamp_brightness: f32,
     illumination: Surface,
 }
@@ -442,17 +440,24 @@ impl BackgroundWhite {
         let illumination = Surface::fit(&points, img.width as f32, img.height as f32)
             .unwrap_or_else(|| Surface::constant(lamp_brightness));
         BackgroundWhite {
-            lamp,
+            inv_lamp: lamp.map(|c| 1.0 / c),
             lamp_brightness,
             illumination,
         }
     }
 
-    /// Bare-slide colour where the illumination surface reads `light`, each channel at least 1.
-    fn colour(&self, light: f32) -> [f32; 3] {
-        let light = light.max(MIN_WHITE);
-        self.lamp
-            .map(|c| (c * light / self.lamp_brightness.max(1.0)).max(1.0))
+    /// Transmittance per channel (1 = bare slide) of a pixel where the illumination surface reads
+    /// `light`: the pixel divided by the bare-slide colour there (the lamp's colour scaled to
+    /// `light`, each channel at least 1), so the measure does not change with the lamp's brightness.
+    /// One division per pixel: the lamp's reciprocals are worked out once per frame.
+    fn transmittance(&self, pixel: [f32; 3], light: f32) -> [f32; 3] {
+        let per_light = self.lamp_brightness.max(1.0) / light.max(MIN_WHITE);
+        let mut out = [0.0; 3];
+        for ((t, p), inv_lamp) in out.iter_mut().zip(pixel).zip(self.inv_lamp) {
+            // white = max(lamp × light / lamp_brightness, 1), so p / white = p × min(.., 1).
+            *t = p * (per_light * inv_lamp).min(1.0);
+        }
+        out
     }
 }
 

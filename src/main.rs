@@ -98,7 +98,7 @@ enum Command {
         um_per_px: Option<f32>,
         #[arg(long)]
         board: Option<PathBuf>,
-        /// Write the frames with found boxes drawn into this folder.
+        /// Write each frame with its found boxes drawn (those matching no expert box labelled FP, missed expert boxes in magenta) into this folder as <frame name>.png.
         #[arg(long)]
         annotate: Option<PathBuf>,
     },
@@ -608,9 +608,17 @@ fn detect_eval_cmd(
             skipped += 1;
         }
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
-        counts.add_frame(&boxes, &truth, 0.5);
+        let unpaired = counts.add_frame(&boxes, &truth, 0.5);
+        if !unpaired.false_positives.is_empty() || !unpaired.missed.is_empty() {
+            log::debug!(
+                "{}: {} false positive(s), {} missed",
+                f.display(),
+                unpaired.false_positives.len(),
+                unpaired.missed.len()
+            );
+        }
         if let Some(dir) = &annotate {
-            pipeline::annotate_frame(dir, counts.frames, &frame, &loc, &[])?;
+            pipeline::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, &truth)?;
         }
     }
     bar.finish_and_clear();

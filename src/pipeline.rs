@@ -478,7 +478,7 @@ impl Recorder<'_> {
     }
 }
 
-/// Writes a frame with cell boxes and labels drawn (see `draw_cells`).
+/// Writes a frame with cell boxes and labels drawn (see `draw_cells`) as `frame_NNNNNN.png`.
 pub fn annotate_frame(
     dir: &Path,
     index: u64,
@@ -486,17 +486,61 @@ pub fn annotate_frame(
     loc: &Localization,
     labels: &[Option<String>],
 ) -> Result<(), ReportError> {
+    save_png(
+        dir,
+        &format!("frame_{index:06}.png"),
+        &draw_cells(frame, loc, labels),
+    )
+}
+
+/// Colour of an expert box that nothing was found for, in `detect-eval`'s pictures.
+const MISSED_COLOUR: Rgb<u8> = Rgb([230, 40, 200]);
+
+/// Writes a `detect-eval` frame as `<name>.png`: the found cells as `draw_cells` draws them, those
+/// matching no expert box labelled "FP", and the expert boxes nothing matched in magenta, "MISSED".
+pub fn annotate_evaluated_frame(
+    dir: &Path,
+    name: &str,
+    frame: &RgbImage,
+    loc: &Localization,
+    unpaired: &crate::eval::FrameMatch,
+    truth: &[crate::localize::BoxPx],
+) -> Result<(), ReportError> {
+    let labels: Vec<Option<String>> = (0..loc.cells.len())
+        .map(|i| {
+            unpaired
+                .false_positives
+                .contains(&i)
+                .then(|| "FP".to_string())
+        })
+        .collect();
+    let mut canvas = Canvas {
+        image: draw_cells(frame, loc, &labels),
+    };
+    let style = MonoTextStyle::new(&FONT_6X10, Rgb888::new(230, 40, 200));
+    for b in unpaired.missed.iter().filter_map(|&j| truth.get(j)) {
+        draw_box(&mut canvas.image, b, MISSED_COLOUR);
+        let _ = Text::new(
+            "MISSED",
+            Point::new(b.x0 as i32 + 2, b.y1 as i32 - 4),
+            style,
+        )
+        .draw(&mut canvas);
+    }
+    save_png(dir, &format!("{name}.png"), &canvas.image)
+}
+
+/// Saves a picture into `dir` (made when missing) as `file`.
+fn save_png(dir: &Path, file: &str, image: &RgbImage) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError {
         path: dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let path = dir.join(format!("frame_{index:06}.png"));
-    draw_cells(frame, loc, labels)
-        .save(&path)
-        .map_err(|e| ReportError {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+    let path = dir.join(file);
+    image.save(&path).map_err(|e| ReportError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The frame with every localized cell boxed: green when complete (classified), amber when cut by

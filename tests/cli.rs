@@ -65,6 +65,68 @@ fn pipeline_on_real_smear_frames_counts_each_white_cell() {
 }
 
 #[test]
+fn detect_eval_scores_real_frames_and_draws_each_one() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    let copied = copy_first(&data.join("frames/bccd/JPEGImages"), &images, BCCD_FRAMES);
+    let labels = data.join("frames/bccd/Annotations");
+    let truth: u64 = copied
+        .iter()
+        .map(|f| {
+            let stem = f.file_stem().unwrap().to_str().unwrap();
+            marrowscope::eval::read_voc_wbc(&labels.join(format!("{stem}.xml")))
+                .unwrap()
+                .len() as u64
+        })
+        .sum();
+    let annotated = tmp.path().join("annotated");
+    let out = marrowscope(&[
+        "detect-eval",
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--format",
+        "voc",
+        "--json",
+        "--um-per-px",
+        &BCCD_UM_PER_PX.to_string(),
+        "--annotate",
+        annotated.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let count = |key: &str| r[key].as_u64().unwrap();
+    assert_eq!(count("frames"), BCCD_FRAMES as u64);
+    // Every expert box is either found or missed; precision and recall follow from the counts.
+    assert_eq!(count("true_positives") + count("false_negatives"), truth);
+    let tp = count("true_positives") as f64;
+    let precision = tp / (tp + count("false_positives") as f64);
+    assert!((r["precision"].as_f64().unwrap() - precision).abs() < 1e-9);
+    assert!((r["recall"].as_f64().unwrap() - tp / truth as f64).abs() < 1e-9);
+    // On these frames the localizer finds every white cell and nothing else (all 364: P 0.95, R 0.99).
+    assert!(precision >= 0.9 && tp / truth as f64 >= 0.9, "{r}");
+    for f in &copied {
+        let stem = f.file_stem().unwrap().to_str().unwrap();
+        let png = image::open(annotated.join(format!("{stem}.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (640, 480));
+    }
+    // A frame without its label file is a one-line error naming the file.
+    std::fs::copy(&copied[0], images.join("unlabelled.jpg")).unwrap();
+    let out = marrowscope(&[
+        "detect-eval",
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--format",
+        "voc",
+    ]);
+    assert_one_line_error(&out, "unlabelled.xml");
+}
+
+#[test]
 fn virtual_slide_count_matches_its_truth() {
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("report");
