@@ -81,20 +81,17 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
         })
         .sum();
     let annotated = tmp.path().join("annotated");
-    let out = marrowscope(&[
-        "detect-eval",
-        "--images",
-        images.to_str().unwrap(),
-        "--labels",
-        labels.to_str().unwrap(),
-        "--format",
-        "voc",
-        "--json",
-        "--um-per-px",
-        &BCCD_UM_PER_PX.to_string(),
-        "--annotate",
-        annotated.to_str().unwrap(),
-    ]);
+    let out = detect_eval_voc(
+        &images,
+        &labels,
+        &[
+            "--json",
+            "--um-per-px",
+            &BCCD_UM_PER_PX.to_string(),
+            "--annotate",
+            annotated.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let count = |key: &str| r[key].as_u64().unwrap();
@@ -114,7 +111,13 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     }
     // A frame without its label file is a one-line error naming the file.
     std::fs::copy(&copied[0], images.join("unlabelled.jpg")).unwrap();
-    let out = marrowscope(&[
+    let out = detect_eval_voc(&images, &labels, &[]);
+    assert_one_line_error(&out, "unlabelled.xml");
+}
+
+/// `marrowscope detect-eval` on a folder of frames with VOC labels, plus `extra` arguments.
+fn detect_eval_voc(images: &Path, labels: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "detect-eval",
         "--images",
         images.to_str().unwrap(),
@@ -122,8 +125,9 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
         labels.to_str().unwrap(),
         "--format",
         "voc",
-    ]);
-    assert_one_line_error(&out, "unlabelled.xml");
+    ];
+    args.extend_from_slice(extra);
+    marrowscope(&args)
 }
 
 #[test]
