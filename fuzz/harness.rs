@@ -26,6 +26,10 @@ pub fn model_manifest(data: &[u8]) {
     if let Ok(manifest) = ModelManifest::parse(&text, "fuzz.ron") {
         let _ = manifest.class_index("BLA");
     }
+    // The white-cell detector's manifest shares the reader and lives beside it in models/.
+    if let Ok(manifest) = marrowscope::detect::DetectorManifest::parse(&text, "fuzz.ron") {
+        assert!(manifest.grid() > 0);
+    }
 }
 
 /// A camera buffer through the frame decoders. Byte 0 picks the path (bit 0: YUYV or MJPEG; bit 1:

@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// When the process started, for the time to the first counted cell.
     pub process_start: Instant,
+    /// Also time localization with this learned detector (manifest).
+    pub detector: Option<std::path::PathBuf>,
 }
 
 /// Classification time at one batch size.
@@ -77,6 +79,8 @@ pub struct BenchReport {
     pub frame_width: u32,
     pub frame_height: u32,
     pub localize_ms_per_megapixel: f64,
+    /// The same frames localized with the learned detector (`--detector`), ms per megapixel.
+    pub detector_localize_ms_per_megapixel: Option<f64>,
     /// Tracking, localization and classification of new views, per frame.
     pub end_to_end_fps: f64,
     pub end_to_end_frames: u64,
@@ -112,6 +116,16 @@ pub fn run_bench(
     let mut source = VirtualSlideSource::from_sprites(&sprites, slide_opts, "atlas".into());
     let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
     let localize_ms_per_megapixel = time_localize(&localizer, &source);
+    let detector_localize_ms_per_megapixel = match &opts.detector {
+        Some(path) => {
+            let detector = std::sync::Arc::new(crate::detect::WbcDetector::load(path)?);
+            Some(time_localize(
+                &localizer.clone().with_detector(detector),
+                &source,
+            ))
+        }
+        None => None,
+    };
     let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
     // Read before the batch timings below load their larger plans.
     let peak_rss_mb = peak_rss_mb();
@@ -138,6 +152,7 @@ pub fn run_bench(
         frame_width,
         frame_height,
         localize_ms_per_megapixel,
+        detector_localize_ms_per_megapixel,
         end_to_end_fps: e2e.frames as f64 / e2e.pipeline.as_secs_f64().max(1e-9),
         end_to_end_frames: e2e.frames,
         cells_per_frame: e2e.cells as f64 / e2e.frames.max(1) as f64,
@@ -423,6 +438,7 @@ pub fn run_soak(
         report_dir: report_dir.to_path_buf(),
         annotate: None,
         progress: true,
+        detector: None,
     };
     let station = Station {
         display: &mut NoDisplay,

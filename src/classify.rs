@@ -79,30 +79,12 @@ pub struct ModelManifest {
 impl ModelManifest {
     /// Reads and checks a manifest file (not yet the model it names).
     pub fn load(path: &Path) -> Result<ModelManifest, ClassifyError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClassifyError::ManifestIo {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text, &shown)
+        load_manifest(path, Self::check)
     }
 
     /// Parses and checks manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ModelManifest, ClassifyError> {
-        let manifest: ModelManifest =
-            ron::from_str(text).map_err(|e| ClassifyError::ManifestSyntax {
-                path: origin.to_string(),
-                line: e.span.start.line,
-                col: e.span.start.col,
-                message: e.code.to_string(),
-            })?;
-        manifest
-            .check()
-            .map_err(|message| ClassifyError::ManifestInvalid {
-                path: origin.to_string(),
-                message,
-            })?;
-        Ok(manifest)
+        parse_manifest(text, origin, Self::check)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -166,25 +148,68 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Reads a RON model manifest and checks it with `check` (which says what is wrong).
+pub fn load_manifest<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ClassifyError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ClassifyError::ManifestIo {
+        path: shown.clone(),
+        source,
+    })?;
+    parse_manifest(&text, &shown, check)
+}
+
+/// Parses RON manifest text (errors at line and column of `origin`) and checks it.
+pub fn parse_manifest<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ClassifyError> {
+    let manifest: T = ron::from_str(text).map_err(|e| ClassifyError::ManifestSyntax {
+        path: origin.to_string(),
+        line: e.span.start.line,
+        col: e.span.start.col,
+        message: e.code.to_string(),
+    })?;
+    check(&manifest).map_err(|message| ClassifyError::ManifestInvalid {
+        path: origin.to_string(),
+        message,
+    })?;
+    Ok(manifest)
+}
+
+/// The model file `file` beside a manifest, with its path; refused when its SHA-256 is not `sha256`.
+pub fn verified_model(
+    manifest_path: &Path,
+    file: &str,
+    sha256: &str,
+) -> Result<(Vec<u8>, PathBuf), ClassifyError> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let model_path = base.join(file);
+    let shown = model_path.display().to_string();
+    let bytes = std::fs::read(&model_path).map_err(|source| ClassifyError::ModelIo {
+        path: shown.clone(),
+        source,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(sha256) {
+        return Err(ClassifyError::HashMismatch {
+            path: shown,
+            expected: sha256.to_string(),
+            actual,
+        });
+    }
+    Ok((bytes, model_path))
+}
+
 impl Classifier {
     /// Loads the model a manifest names; `batch` is the largest batch run at once.
     pub fn load(manifest_path: &Path, batch: usize) -> Result<Classifier, ClassifyError> {
         let manifest = ModelManifest::load(manifest_path)?;
-        let base = manifest_path.parent().unwrap_or(Path::new("."));
-        let model_path = base.join(&manifest.file);
+        let (bytes, model_path) = verified_model(manifest_path, &manifest.file, &manifest.sha256)?;
         let shown = model_path.display().to_string();
-        let bytes = std::fs::read(&model_path).map_err(|source| ClassifyError::ModelIo {
-            path: shown.clone(),
-            source,
-        })?;
-        let actual = sha256_hex(&bytes);
-        if !actual.eq_ignore_ascii_case(&manifest.sha256) {
-            return Err(ClassifyError::HashMismatch {
-                path: shown,
-                expected: manifest.sha256.clone(),
-                actual,
-            });
-        }
         let mut sizes = vec![batch.max(1)];
         if batch > 1 {
             sizes.push(1);

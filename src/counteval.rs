@@ -76,6 +76,7 @@ type Hit = (u64, u64, (f32, f32));
 pub fn evaluate_pan(
     profile: &BoardProfile,
     classifier: &Classifier,
+    detector: Option<&std::sync::Arc<crate::detect::WbcDetector>>,
     seed: u64,
     work_dir: &Path,
 ) -> Result<PanResult, PipelineError> {
@@ -89,6 +90,7 @@ pub fn evaluate_pan(
         report_dir,
         annotate: None,
         progress: false,
+        detector: detector.cloned(),
     };
     let mut profile = profile.clone();
     profile.count_target = u32::MAX;
@@ -142,10 +144,11 @@ pub fn evaluate_pan(
         let h = counts.len() as u32;
         if h != 1 {
             log::debug!(
-                "seed {seed}: {} at ({:.0}, {:.0}) counted {h} times (id, best frame, tracked world: {counts:?}; start pose {:?})",
+                "seed {seed}: {} at ({:.0}, {:.0}), picture {:?}, counted {h} times (id, best frame, tracked world: {counts:?}; start pose {:?})",
                 cell.class,
                 cell.x,
                 cell.y,
+                slide.picture_of(cell.id).map(|(k, _)| k),
                 source.path().first().map(|p| (p.x, p.y))
             );
         }

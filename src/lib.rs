@@ -10,6 +10,7 @@ pub mod bench;
 pub mod classify;
 pub mod config;
 pub mod counteval;
+pub mod detect;
 pub mod display;
 pub mod eval;
 pub mod framebuffer;

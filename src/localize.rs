@@ -2,7 +2,9 @@
 //! nuclei are dark violet: blue stays while red and green are absorbed), a per-frame threshold
 //! (Otsu, floored above the frame's own background), lobes merged into cells, size filters in
 //! micrometres, and, for the cells that get classified, a square crop of fixed physical size around
-//! the cell. Also the focus measure used to skip blurred frames.
+//! the cell. Also the focus measure used to skip blurred frames. With a learned detector attached
+//! ([`crate::detect`]), its boxes say where the cells are and this module still judges focus and
+//! gives each cell its nuclear mask and crop.
 
 use crate::config::LocalizerConfig;
 use image::{imageops, GrayImage, RgbImage};
@@ -69,12 +71,13 @@ pub struct Localization {
     pub out_of_focus: bool,
 }
 
-/// The classical localizer.
+/// The localizer: classical, or boxes from a learned detector.
 #[derive(Debug, Clone)]
 pub struct Localizer {
     cfg: LocalizerConfig,
     /// Side of the crop handed to the classifier, µm.
     crop_um: f32,
+    detector: Option<std::sync::Arc<crate::detect::WbcDetector>>,
 }
 
 /// Working resolution the search runs at, µm per pixel (frames finer than this are binned).
@@ -82,7 +85,17 @@ const WORK_UM_PER_PX: f32 = 0.35;
 
 impl Localizer {
     pub fn new(cfg: LocalizerConfig, crop_um: f32) -> Localizer {
-        Localizer { cfg, crop_um }
+        Localizer {
+            cfg,
+            crop_um,
+            detector: None,
+        }
+    }
+
+    /// Takes the cells' boxes from a learned detector instead of the nuclear-stain search.
+    pub fn with_detector(mut self, detector: std::sync::Arc<crate::detect::WbcDetector>) -> Self {
+        self.detector = Some(detector);
+        self
     }
 
     pub fn config(&self) -> &LocalizerConfig {
@@ -93,7 +106,8 @@ impl Localizer {
     /// [`Localizer::crop`]).
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
         let bin = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, 16);
-        let stain = stain_channel(frame, bin);
+        let binned = binned_rgb(frame, bin);
+        let stain = stain_of_binned(&binned);
         let focus = focus_score(&stain);
         if focus < self.cfg.min_focus {
             return Localization {
@@ -104,6 +118,28 @@ impl Localizer {
         }
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
+        if let Some(detector) = &self.detector {
+            // The binned frame serves as the detector's picture while it has at least twice the
+            // input's side (the detector would bin it down that far itself).
+            let side = detector.manifest().input_size as u32;
+            let picture = if binned.width.min(binned.height) >= 2 * side {
+                std::borrow::Cow::Owned(binned.to_image())
+            } else {
+                std::borrow::Cow::Borrowed(frame)
+            };
+            let size = (frame.width() as f32, frame.height() as f32);
+            return Localization {
+                cells: detected_cells(
+                    detector.detect_in(&picture, size),
+                    &mask,
+                    size,
+                    bin,
+                    um_per_px,
+                ),
+                focus,
+                out_of_focus: false,
+            };
+        }
         let merge_radius = ((self.cfg.merge_um / work_um).round() as u32).max(1);
         let grouped = dilate(&mask, merge_radius);
         let components = label_components(&grouped);
@@ -191,6 +227,48 @@ impl Localizer {
         cell.complete
             .then(|| square_crop(frame, cell.centre, self.crop_um / um_per_px))
     }
+}
+
+/// Cells from the detector's boxes: each box's nuclear mask is the frame's nuclear mask inside it,
+/// its centre the box's centre; a box that reaches the frame edge is a cut cell. A failed inference
+/// is logged and gives no cells for that frame.
+fn detected_cells(
+    detections: Result<Vec<crate::detect::Detection>, crate::classify::ClassifyError>,
+    mask: &GrayImage,
+    (w, h): (f32, f32),
+    bin: u32,
+    um_per_px: f32,
+) -> Vec<Cell> {
+    let detections = match detections {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("white-cell detector: {e}");
+            return Vec::new();
+        }
+    };
+    let work_um = um_per_px * bin as f32;
+    detections
+        .into_iter()
+        .filter_map(|d| {
+            let b = d.bbox;
+            let (mx0, my0) = ((b.x0 / bin as f32) as u32, (b.y0 / bin as f32) as u32);
+            let mx1 = ((b.x1 / bin as f32).ceil() as u32).min(mask.width());
+            let my1 = ((b.y1 / bin as f32).ceil() as u32).min(mask.height());
+            if mx1 <= mx0 || my1 <= my0 {
+                return None;
+            }
+            let cell_mask = imageops::crop_imm(mask, mx0, my0, mx1 - mx0, my1 - my0).to_image();
+            let nuclear_px = cell_mask.pixels().filter(|p| p.0[0] > 0).count();
+            Some(Cell {
+                bbox: b,
+                centre: b.centre(),
+                mask: cell_mask,
+                mask_scale: bin,
+                nucleus_area_um2: nuclear_px as f32 * work_um * work_um,
+                complete: b.x0 > 1.0 && b.y0 > 1.0 && b.x1 < w - 1.0 && b.y1 < h - 1.0,
+            })
+        })
+        .collect()
 }
 
 /// Groups whose nuclear extent is above this fraction of `max_cell_um` are split into pieces.
@@ -314,8 +392,12 @@ fn closest_joinable(pieces: &[Blob], max_extent: f32, max_gap: f32) -> Option<(u
 /// [`BackgroundWhite`]), so a dim corner or a yellow lamp reads like the centre of a well-set
 /// microscope.
 pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
-    let binned = binned_rgb(frame, bin);
-    let white = BackgroundWhite::estimate(&binned);
+    stain_of_binned(&binned_rgb(frame, bin))
+}
+
+/// The stain channel of a frame already averaged over bin × bin blocks.
+fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
+    let white = BackgroundWhite::estimate(binned);
     let (width, height) = (binned.width, binned.height);
     // The illumination surface's coordinates, worked out once per column and per row.
     let us: Vec<f32> = (0..width)
@@ -351,6 +433,24 @@ impl BinnedRgb {
     }
     fn brightness_at(&self, x: u32, y: u32) -> usize {
         self.brightness[(y * self.width + x) as usize] as usize
+    }
+}
+
+/// The frame shrunk by averaging bin × bin blocks (columns and rows past the last whole block are
+/// left out): a cheap first step before a finer resize.
+pub fn binned_image(frame: &RgbImage, bin: u32) -> RgbImage {
+    binned_rgb(frame, bin).to_image()
+}
+
+impl BinnedRgb {
+    /// The block means as an 8-bit picture.
+    fn to_image(&self) -> RgbImage {
+        let bytes = self
+            .pixels
+            .iter()
+            .flat_map(|p| p.map(|v| (v + 0.5) as u8))
+            .collect();
+        RgbImage::from_raw(self.width, self.height, bytes).expect("buffer sized to the image")
     }
 }
 

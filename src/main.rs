@@ -2,7 +2,7 @@
 //! `detect-eval`, `bench` and `check`. Errors end here as one human line and a non-zero exit.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use marrowscope::classify::{Classifier, ModelManifest};
 use marrowscope::config::BoardProfile;
 use marrowscope::display::open_display;
@@ -27,32 +27,40 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// What `run` is given (also the default command, with everything left to the profile).
+#[derive(Args, Default)]
+struct RunArgs {
+    /// Board profile (RON); default: the built-in desktop profile.
+    #[arg(long)]
+    board: Option<PathBuf>,
+    /// v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED.
+    #[arg(long)]
+    source: Option<String>,
+    /// Stop after N frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Report and journal folder (default: the profile's report_dir).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write every frame with its cell boxes drawn into this folder.
+    #[arg(long)]
+    annotate: Option<PathBuf>,
+    /// Replay pace for dir:/file: sources, frames per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    fps: f32,
+    /// Model manifest (RON), overriding the profile's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron)
+    /// instead of the classical localizer.
+    #[arg(long)]
+    detector: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The live loop: source -> localize -> classify -> count -> display (default: demo on the virtual slide).
-    Run {
-        /// Board profile (RON); default: the built-in desktop profile.
-        #[arg(long)]
-        board: Option<PathBuf>,
-        /// v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED.
-        #[arg(long)]
-        source: Option<String>,
-        /// Stop after N frames.
-        #[arg(long)]
-        frames: Option<u64>,
-        /// Report and journal folder (default: the profile's report_dir).
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Write every frame with its cell boxes drawn into this folder.
-        #[arg(long)]
-        annotate: Option<PathBuf>,
-        /// Replay pace for dir:/file: sources, frames per second (0 = as fast as possible).
-        #[arg(long, default_value_t = 0.0)]
-        fps: f32,
-        /// Model manifest (RON), overriding the profile's.
-        #[arg(long)]
-        model: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Classify single-cell crops: one line (or JSON object with --json) per image.
     Classify {
         #[arg(required = true)]
@@ -101,6 +109,10 @@ enum Command {
         /// Write each frame with its found boxes drawn (those matching no expert box labelled FP, missed expert boxes in magenta) into this folder as <frame name>.png.
         #[arg(long)]
         annotate: Option<PathBuf>,
+        /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron)
+        /// instead of the classical localizer.
+        #[arg(long)]
+        detector: Option<PathBuf>,
     },
     /// Timings and memory of each stage (one core); with --soak, the soak test instead.
     Bench {
@@ -124,6 +136,10 @@ enum Command {
         /// Soak test: read resident memory every this many frames.
         #[arg(long, default_value_t = 1000)]
         soak_every: u64,
+        /// Also time localization with this learned detector (manifest, e.g.
+        /// models/wbc-detector.ron).
+        #[arg(long)]
+        detector: Option<PathBuf>,
     },
     /// Count seeded pans of the virtual slide through the live loop and compare with the truth:
     /// cells counted once, twice, missed, per true class.
@@ -140,6 +156,9 @@ enum Command {
         /// Where the pans' reports go (default: a temporary folder, removed afterwards).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Find the cells with this learned detector (manifest) instead of the classical localizer.
+        #[arg(long)]
+        detector: Option<PathBuf>,
     },
     /// Parse and validate a board profile and the model it names.
     Check {
@@ -180,16 +199,8 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        None => run_cmd(None, None, None, None, None, 0.0, None),
-        Some(Command::Run {
-            board,
-            source,
-            frames,
-            report,
-            annotate,
-            fps,
-            model,
-        }) => run_cmd(board, source, frames, report, annotate, fps, model),
+        None => run_cmd(RunArgs::default()),
+        Some(Command::Run(args)) => run_cmd(args),
         Some(Command::Classify {
             images,
             json,
@@ -212,7 +223,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             um_per_px,
             board,
             annotate,
-        }) => detect_eval_cmd(&images, &labels, &format, json, um_per_px, board, annotate),
+            detector,
+        }) => detect_eval_cmd(
+            &images, &labels, &format, json, um_per_px, board, annotate, detector,
+        ),
         Some(Command::Bench {
             json,
             board,
@@ -221,9 +235,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             batches,
             soak,
             soak_every,
+            detector,
         }) => match soak {
             Some(soak) => soak_cmd(json, board, model, soak, soak_every),
-            None => bench_cmd(json, board, model, frames, batches),
+            None => bench_cmd(json, board, model, frames, batches, detector),
         },
         Some(Command::CountEval {
             seeds,
@@ -231,9 +246,20 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             board,
             report,
-        }) => count_eval_cmd(first_seed, seeds, json, board, report),
+            detector,
+        }) => count_eval_cmd(first_seed, seeds, json, board, report, detector),
         Some(Command::Check { board }) => check_cmd(&board),
     }
+}
+
+/// The learned white-cell detector a `--detector` option names, loaded once.
+fn load_detector(
+    path: Option<PathBuf>,
+) -> Result<Option<std::sync::Arc<marrowscope::detect::WbcDetector>>> {
+    let Some(path) = path else { return Ok(None) };
+    let detector = marrowscope::detect::WbcDetector::load(&path)?;
+    log::info!("white cells found by {}", detector.manifest().name);
+    Ok(Some(std::sync::Arc::new(detector)))
 }
 
 fn load_profile(board: Option<PathBuf>) -> Result<BoardProfile> {
@@ -294,15 +320,17 @@ fn open_camera(path: &Path, _profile: &BoardProfile) -> Result<Box<dyn FrameSour
     bail!("{}: V4L2 cameras need Linux", path.display())
 }
 
-fn run_cmd(
-    board: Option<PathBuf>,
-    source: Option<String>,
-    frames: Option<u64>,
-    report: Option<PathBuf>,
-    annotate: Option<PathBuf>,
-    fps: f32,
-    model: Option<PathBuf>,
-) -> Result<()> {
+fn run_cmd(args: RunArgs) -> Result<()> {
+    let RunArgs {
+        board,
+        source,
+        frames,
+        report,
+        annotate,
+        fps,
+        model,
+        detector,
+    } = args;
     let profile = load_profile(board)?;
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
@@ -318,6 +346,7 @@ fn run_cmd(
         report_dir: report.unwrap_or_else(|| PathBuf::from(&profile.report_dir)),
         annotate,
         progress: true,
+        detector: load_detector(detector)?,
     };
     let mut display = open_display(&profile.display, &opts.report_dir)?;
     let mut controls = open_controls(&profile)?;
@@ -569,6 +598,7 @@ fn detect_eval_cmd(
     um_per_px: Option<f32>,
     board: Option<PathBuf>,
     annotate: Option<PathBuf>,
+    detector: Option<PathBuf>,
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let Some(format) = LabelFormat::parse(format) else {
@@ -577,7 +607,10 @@ fn detect_eval_cmd(
     let um = um_per_px.unwrap_or(profile.optics.um_per_px);
     let manifest = ModelManifest::load(&profile.model_path()).ok();
     let crop_um = manifest.map_or(20.0, |m| m.crop_um);
-    let localizer = Localizer::new(profile.localizer.clone(), crop_um);
+    let mut localizer = Localizer::new(profile.localizer.clone(), crop_um);
+    if let Some(detector) = load_detector(detector)? {
+        localizer = localizer.with_detector(detector);
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(images)
         .with_context(|| format!("{}", images.display()))?
         .flatten()
@@ -650,12 +683,14 @@ fn bench_cmd(
     model: Option<PathBuf>,
     frames: u64,
     batches: Vec<usize>,
+    detector: Option<PathBuf>,
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let opts = marrowscope::bench::BenchOptions {
         frames,
         batches,
         process_start: *PROCESS_START.get_or_init(std::time::Instant::now),
+        detector,
     };
     let r = marrowscope::bench::run_bench(&profile, &manifest_path(&profile, model), &opts)?;
     if json {
@@ -681,6 +716,9 @@ fn bench_cmd(
         "  localize: {:.2} ms per megapixel",
         r.localize_ms_per_megapixel
     );
+    if let Some(d) = r.detector_localize_ms_per_megapixel {
+        println!("  localize with the learned detector: {d:.2} ms per megapixel");
+    }
     println!(
         "  end to end at {}x{}: {:.1} frames/s over {} frames ({:.1} cells and {:.1} crops classified per frame; synthesizing a frame took {:.1} ms more)",
         r.frame_width,
@@ -755,17 +793,25 @@ fn count_eval_cmd(
     json: bool,
     board: Option<PathBuf>,
     report: Option<PathBuf>,
+    detector: Option<PathBuf>,
 ) -> Result<()> {
     use marrowscope::counteval::{evaluate_pan, pool, PanResult};
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
+    let detector = load_detector(detector)?;
     let temp = std::env::temp_dir().join(format!("marrowscope-count-eval-{}", std::process::id()));
     let work = report.clone().unwrap_or_else(|| temp.clone());
     let bar = indicatif::ProgressBar::new(seeds);
     let mut pans: Vec<PanResult> = Vec::new();
     for seed in first_seed..first_seed + seeds {
         bar.set_message(format!("pan {seed}"));
-        pans.push(evaluate_pan(&profile, &classifier, seed, &work)?);
+        pans.push(evaluate_pan(
+            &profile,
+            &classifier,
+            detector.as_ref(),
+            seed,
+            &work,
+        )?);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub annotate: Option<PathBuf>,
     /// Show a progress bar on the terminal.
     pub progress: bool,
+    /// Find the cells with this learned detector instead of the classical localizer.
+    pub detector: Option<std::sync::Arc<crate::detect::WbcDetector>>,
 }
 
 /// What a run did.
@@ -101,7 +103,10 @@ pub fn run(
             resumed
         );
     }
-    let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
+    let mut localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
+    if let Some(detector) = &opts.detector {
+        localizer = localizer.with_detector(detector.clone());
+    }
     let mut tracker =
         Tracker::new(TrackerConfig::default()).with_first_id(tally.max_id().map_or(0, |m| m + 1));
     let source_name = source.describe();

@@ -163,15 +163,28 @@ pub fn folder_sprites(
         path: root.display().to_string(),
         message: e.to_string(),
     })?;
+    let vetter = SingleCellVetter::new();
     for (class, mut files) in folders {
         files.sort();
-        for _ in 0..per_class.min(files.len()) {
+        let (mut kept, mut skipped) = (0, 0);
+        while kept < per_class && !files.is_empty() {
             let i = rng.below(files.len());
-            let path = files.swap_remove(i);
+            let image = read_rgb(&files.swap_remove(i))?;
+            if !vetter.shows_one_centred_cell(&image) {
+                skipped += 1;
+                continue;
+            }
+            kept += 1;
             sprites.push(Sprite {
                 class: class.clone(),
-                image: read_rgb(&path)?,
+                image,
             });
+        }
+        if skipped > 0 {
+            log::info!(
+                "virtual slide: {skipped} {class} picture(s) skipped, not one centred cell \
+                 ({kept} kept)"
+            );
         }
     }
     if sprites.is_empty() {
@@ -181,6 +194,115 @@ pub fn folder_sprites(
         });
     }
     Ok(sprites)
+}
+
+/// Decides which cell pictures may populate the slide. The slide's truth says "one white cell here"
+/// for every picture it pastes, so a picture must show exactly that: Matek crops are cut around a
+/// cell from a real smear and some hold a neighbour's nucleus, two naked nuclei filed as one artefact,
+/// or no stained nucleus at all. A picture is kept when the localizer, run on it pasted alone on its
+/// own smear colour exactly as the slide pastes it, finds one complete cell within the distance
+/// count-eval matches by ([`crate::counteval::MATCH_UM`]) of its centre. The localizer's own errors
+/// on real smears are measured by `detect-eval`; this keeps them out of the counting test.
+///
+/// A picture must also pass with the smallest accepted nucleus made 1.5 times larger in area: a
+/// faint smudge or a clump of granules just above the localizer's limits on its own can fall below
+/// them on the slide (another smear colour, red cells nearby, the lamp's drift), and the slide would
+/// then hold a cell nobody could count.
+pub struct SingleCellVetter {
+    localizers: [crate::localize::Localizer; 2],
+}
+
+/// How much larger in area the smallest nucleus is for the second look.
+const VET_AREA_MARGIN: f32 = 1.5;
+
+impl SingleCellVetter {
+    pub fn new() -> SingleCellVetter {
+        // Default settings, not a board profile's, so a seed always gives the same slide.
+        let normal = crate::config::LocalizerConfig::default();
+        let strict = crate::config::LocalizerConfig {
+            min_nucleus_um: normal.min_nucleus_um * VET_AREA_MARGIN.sqrt(),
+            ..normal.clone()
+        };
+        let localizers = [normal, strict].map(|cfg| crate::localize::Localizer::new(cfg, 1.0));
+        SingleCellVetter { localizers }
+    }
+
+    /// True when the picture passes in both settings: pasted alone, and as each copy of a 3 × 3
+    /// patch of its copies (each turned another quarter, as the slide turns them) at the slide's
+    /// cell spacing, which gives the frame-wide nuclear threshold a field of cells as on the slide.
+    pub fn shows_one_centred_cell(&self, picture: &RgbImage) -> bool {
+        let side = picture.width().max(picture.height()) as f32;
+        let background = border_median([picture]);
+        let spacing = SlideOptions::new(0).cell_spacing;
+        let alone = (side * 1.5).round() as u32;
+        let patch = (2.0 * spacing + side * 1.5).round() as u32;
+        [(alone, 1), (patch, 3)].into_iter().all(|(field_side, n)| {
+            let (field, places) = paste_grid(picture, background, field_side, n, spacing);
+            self.localizers.iter().all(|localizer| {
+                let cells = localizer.localize(&field, SLIDE_UM_PER_PX).cells;
+                places.iter().all(|&place| one_cell_at(&cells, place, side))
+            })
+        })
+    }
+
+    /// The pictures that pass, in order; logs how many of each class did not.
+    pub fn keep_single_cells(&self, sprites: Vec<Sprite>) -> Vec<Sprite> {
+        let before = sprites.len();
+        let kept: Vec<Sprite> = sprites
+            .into_iter()
+            .filter(|s| self.shows_one_centred_cell(&s.image))
+            .collect();
+        if kept.len() < before {
+            log::info!(
+                "virtual slide: {} of {before} pictures skipped, not one centred cell",
+                before - kept.len()
+            );
+        }
+        kept
+    }
+}
+
+impl Default for SingleCellVetter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A square field of `side` pixels on the smear colour with an n × n grid of the picture, `spacing`
+/// apart around the middle, the k-th copy turned k quarter turns; and where each copy's centre is.
+fn paste_grid(
+    picture: &RgbImage,
+    background: Rgb<u8>,
+    side: u32,
+    n: u32,
+    spacing: f32,
+) -> (RgbImage, Vec<(f32, f32)>) {
+    let mut field = RgbImage::from_pixel(side, side, background);
+    let middle = side as f32 / 2.0;
+    let offset = |i: u32| middle + (i as f32 - (n - 1) as f32 / 2.0) * spacing;
+    let mut places = Vec::new();
+    for row in 0..n {
+        for col in 0..n {
+            let turns = ((row * n + col) % 4) as u8;
+            paste_cell(&mut field, picture, turns, offset(col), offset(row));
+            places.push((offset(col), offset(row)));
+        }
+    }
+    (field, places)
+}
+
+/// True when exactly one of `cells` lies within the shown part of a picture of side `side` pasted
+/// at `place`, whole, and within count-eval's matching distance of `place`.
+fn one_cell_at(cells: &[crate::localize::Cell], place: (f32, f32), side: f32) -> bool {
+    let from_place = |(x, y): (f32, f32)| ((x - place.0).powi(2) + (y - place.1).powi(2)).sqrt();
+    // What of a pasted picture shows: its soft round mask, feather included.
+    let shown = side * 0.48;
+    let reach = crate::counteval::MATCH_UM / SLIDE_UM_PER_PX;
+    let mut inside = cells.iter().filter(|c| from_place(c.centre) <= shown);
+    match (inside.next(), inside.next()) {
+        (Some(cell), None) => cell.complete && from_place(cell.centre) <= reach,
+        _ => false,
+    }
 }
 
 /// Where the real data lives: `$MARROWSCOPE_DATA` when set (a folder without `marrow/` then means
@@ -219,7 +341,7 @@ impl VirtualSlide {
     /// `sprites` on a jittered grid with gaps, each turned by a random quarter.
     pub fn compose(sprites: &[Sprite], opts: &SlideOptions) -> VirtualSlide {
         let mut rng = Rng::new(opts.seed);
-        let background = border_median(sprites);
+        let background = border_median(sprites.iter().map(|s| &s.image));
         let n_rbc = (opts.width as usize * opts.height as usize) / 30000;
         let red_cells = (0..n_rbc)
             .map(|_| {
@@ -264,6 +386,12 @@ impl VirtualSlide {
             sprites: sprites.iter().map(|s| s.image.clone()).collect(),
             pictures,
         }
+    }
+
+    /// The picture pasted for a cell (unturned) and its index among the slide's pictures.
+    pub fn picture_of(&self, cell_id: u32) -> Option<(usize, &RgbImage)> {
+        let &(k, _) = self.pictures.get(cell_id as usize)?;
+        Some((k, &self.sprites[k]))
     }
 
     /// Truth counts per class.
@@ -315,12 +443,12 @@ fn edge_margin(sprites: &[Sprite]) -> f32 {
 /// Smear colour: the median border colour of the cell pictures, so the field looks like the
 /// smears the cells came from.
 /// Per-channel median of the corner pixels of every sprite.
-fn border_median(sprites: &[Sprite]) -> Rgb<u8> {
+fn border_median<'a>(pictures: impl IntoIterator<Item = &'a RgbImage>) -> Rgb<u8> {
     let mut channels: [Vec<u8>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    for s in sprites {
-        let (w, h) = s.image.dimensions();
+    for picture in pictures {
+        let (w, h) = picture.dimensions();
         for (x, y) in [(2, 2), (w - 3, 2), (2, h - 3), (w - 3, h - 3)] {
-            let p = s.image.get_pixel(x, y).0;
+            let p = picture.get_pixel(x, y).0;
             for (c, v) in channels.iter_mut().zip(p) {
                 c.push(v);
             }
@@ -488,7 +616,10 @@ impl VirtualSlideSource {
                 folder_sprites(&root.join("marrow"), 24, opts.seed)?,
                 format!("{}", root.join("marrow").display()),
             ),
-            None => (atlas_sprites()?, "built-in atlas".to_string()),
+            None => (
+                SingleCellVetter::new().keep_single_cells(atlas_sprites()?),
+                "built-in atlas".to_string(),
+            ),
         };
         Ok(Self::from_sprites(&sprites, opts, origin))
     }
@@ -620,6 +751,45 @@ mod tests {
         let last = a.path().last().unwrap();
         assert!(last.y >= (opts.height - opts.frame_height) as f32 - 0.5);
         assert!(a.path().iter().any(|p| p.blur > 0), "fast moves present");
+    }
+
+    /// A 192-px picture on a pale smear colour with violet nuclei of `radius` px at `centres`.
+    fn picture_with_nuclei(centres: &[(f32, f32)], radius: f32) -> RgbImage {
+        RgbImage::from_fn(192, 192, |x, y| {
+            let inside = centres.iter().any(|&(cx, cy)| {
+                (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= radius * radius
+            });
+            if inside {
+                Rgb([95, 45, 150])
+            } else {
+                Rgb([226, 214, 224])
+            }
+        })
+    }
+
+    #[test]
+    fn only_pictures_of_one_centred_cell_populate_the_slide() {
+        let vetter = SingleCellVetter::new();
+        let one = picture_with_nuclei(&[(96.0, 96.0)], 40.0);
+        assert!(vetter.shows_one_centred_cell(&one));
+        // Two nuclei 3 µm apart (0.1 µm/px): two cells, one picture.
+        let two = picture_with_nuclei(&[(55.0, 96.0), (137.0, 96.0)], 26.0);
+        assert!(!vetter.shows_one_centred_cell(&two));
+        // No stained nucleus: nothing to count.
+        let none = picture_with_nuclei(&[], 0.0);
+        assert!(!vetter.shows_one_centred_cell(&none));
+        let kept = vetter.keep_single_cells(vec![
+            Sprite {
+                class: "A".into(),
+                image: two,
+            },
+            Sprite {
+                class: "B".into(),
+                image: one,
+            },
+        ]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].class, "B");
     }
 
     #[test]

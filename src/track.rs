@@ -6,7 +6,7 @@
 //! zigzag row is not counted twice.
 
 use crate::classify::Prediction;
-use crate::localize::Cell;
+use crate::localize::{BoxPx, Cell};
 use image::{GrayImage, RgbImage};
 use rustfft::num_complex::Complex32;
 use rustfft::FftPlanner;
@@ -68,6 +68,8 @@ struct Track {
     /// Where the cell was last seen whole. A cell cut by the frame edge shows only part of its
     /// nucleus, whose centre is off by up to a cell radius: only whole views say where it is.
     settled: Option<(f32, f32)>,
+    /// The cell's box in its last whole view, world pixels.
+    extent: Option<BoxPx>,
     last_seen: u64,
     views: u32,
     best: Option<View>,
@@ -300,8 +302,8 @@ pub struct Tracker {
     /// World position of the current frame's top-left corner.
     camera: (f32, f32),
     tracks: Vec<Track>,
-    /// World positions of cells already counted or closed.
-    done: Vec<(f32, f32)>,
+    /// Cells already counted or closed.
+    done: Vec<Place>,
     next_id: u64,
     frame_index: u64,
     /// Match radius in frame pixels, from the scale of the last observed frame.
@@ -333,7 +335,7 @@ impl Tracker {
     /// are not counted again while still in view.
     pub fn resuming_at(mut self, camera: (f32, f32), counted: Vec<(f32, f32)>) -> Tracker {
         self.camera = camera;
-        self.done = counted;
+        self.done = counted.into_iter().map(Place::point).collect();
         self
     }
 
@@ -341,6 +343,17 @@ impl Tracker {
     /// (positions and classes from a smeared frame are unreliable).
     pub fn frame_blurred(&self) -> bool {
         self.shift.last_was_blurred()
+    }
+
+    /// A box in the current frame, in world pixels.
+    fn to_world(&self, b: &BoxPx) -> BoxPx {
+        let (x, y) = self.camera;
+        BoxPx {
+            x0: b.x0 + x,
+            y0: b.y0 + y,
+            x1: b.x1 + x,
+            y1: b.y1 + y,
+        }
     }
 
     /// Estimated world position of the current frame.
@@ -407,8 +420,9 @@ impl Tracker {
         let mut matched = vec![false; self.tracks.len()];
         for cell in cells {
             let world = (self.camera.0 + cell.centre.0, self.camera.1 + cell.centre.1);
+            let extent = cell.complete.then(|| self.to_world(&cell.bbox));
             let Some(t) = self.match_track(world, radius, &matched) else {
-                if near_any(&self.done, world, radius) {
+                if seen_before(&self.done, &Place { at: world, extent }, radius) {
                     continue;
                 }
                 log::trace!(
@@ -422,6 +436,7 @@ impl Tracker {
                     id: self.next_id,
                     world,
                     settled: cell.complete.then_some(world),
+                    extent,
                     last_seen: self.frame_index,
                     views: 0,
                     best: None,
@@ -437,6 +452,7 @@ impl Tracker {
             track.world = world;
             if cell.complete {
                 track.settled = Some(world);
+                track.extent = extent;
             }
             track.last_seen = self.frame_index;
             self.queue_view(t, cell, &cut, &mut to_classify);
@@ -513,7 +529,7 @@ impl Tracker {
         let done = &self.done;
         // Tracks still open and counted: a second track that settles on one of them (it was born
         // where a cut or smeared view put the centre off, then followed the same cell) is that cell.
-        let mut open_counted: Vec<(f32, f32)> = self
+        let mut open_counted: Vec<Place> = self
             .tracks
             .iter()
             .filter(|t| t.counted)
@@ -525,8 +541,8 @@ impl Tracker {
                 continue;
             }
             track.counted = true;
-            if near_any(done, track.place(), radius)
-                || near_any(&open_counted, track.place(), radius)
+            if seen_before(done, &track.place(), radius)
+                || seen_before(&open_counted, &track.place(), radius)
             {
                 log::debug!("track {} is a counted cell seen again: absorbed", track.id);
                 continue;
@@ -535,8 +551,8 @@ impl Tracker {
             log::trace!(
                 "frame {now}: track {} counted at ({:.0}, {:.0})",
                 track.id,
-                track.place().0,
-                track.place().1
+                track.place().at.0,
+                track.place().at.1
             );
             out.push(counted(track, (now, self.camera)));
         }
@@ -555,7 +571,7 @@ impl Tracker {
         let mut out = Vec::new();
         let radius = self.match_radius_px;
         for track in self.tracks.drain(..) {
-            let seen_again = near_any(&self.done, track.place(), radius);
+            let seen_again = seen_before(&self.done, &track.place(), radius);
             if !track.counted && track.best.is_some() && !seen_again {
                 out.push(counted(&track, (self.frame_index, self.camera)));
             }
@@ -568,24 +584,59 @@ impl Tracker {
 }
 
 impl Track {
-    /// Best known position of the cell: where it was last seen whole.
-    fn place(&self) -> (f32, f32) {
-        self.settled.unwrap_or(self.world)
+    /// Best known place of the cell: where it was last seen whole, and its box then.
+    fn place(&self) -> Place {
+        Place {
+            at: self.settled.unwrap_or(self.world),
+            extent: self.extent,
+        }
     }
+}
+
+/// Where a cell is on the slide (world pixels) and, when it was seen whole, its box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Place {
+    at: (f32, f32),
+    extent: Option<BoxPx>,
+}
+
+impl Place {
+    fn point(at: (f32, f32)) -> Place {
+        Place { at, extent: None }
+    }
+}
+
+/// Share of a cell's box (nucleus plus cytoplasm margin), about its centre, that holds its nucleus.
+const NUCLEAR_CORE: f32 = 0.7;
+
+/// True when `place` is a cell already in `known`: within `radius` of one, or either's centre inside
+/// the nuclear core of the other's box. A nucleus that one frame shows whole and another as two
+/// lobes (focus, the lamp's drift, where it sits in the frame) gives centres up to a nuclear radius
+/// apart, farther than the match radius; distinct cells' nuclei do not lie inside one another.
+fn seen_before(known: &[Place], place: &Place, radius: f32) -> bool {
+    known.iter().any(|k| {
+        dist(k.at, place.at) <= radius
+            || k.extent.is_some_and(|e| in_core(&e, place.at))
+            || place.extent.is_some_and(|e| in_core(&e, k.at))
+    })
+}
+
+fn in_core(b: &BoxPx, p: (f32, f32)) -> bool {
+    let (cx, cy) = b.centre();
+    let (hw, hh) = (
+        b.width() * NUCLEAR_CORE / 2.0,
+        b.height() * NUCLEAR_CORE / 2.0,
+    );
+    (p.0 - cx).abs() <= hw && (p.1 - cy).abs() <= hh
 }
 
 fn counted(track: &Track, counted_in: (u64, (f32, f32))) -> CountedCell {
     CountedCell {
         counted_in,
         track_id: track.id,
-        world: track.place(),
+        world: track.place().at,
         view: track.best.clone().expect("counted tracks have a view"),
     }
-}
-
-/// True when a counted cell's position lies within `radius` of `world`.
-fn near_any(done: &[(f32, f32)], world: (f32, f32), radius: f32) -> bool {
-    done.iter().any(|d| dist(*d, world) <= radius)
 }
 
 fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
@@ -620,12 +671,17 @@ mod tests {
 
     /// A detection at `centre` (frame pixels); `whole` says whether the frame edge cuts it.
     fn detection(centre: (f32, f32), whole: bool) -> Cell {
+        sized_detection(centre, 20.0, whole)
+    }
+
+    /// A detection whose box reaches `half` pixels from its centre.
+    fn sized_detection(centre: (f32, f32), half: f32, whole: bool) -> Cell {
         Cell {
             bbox: crate::localize::BoxPx {
-                x0: centre.0 - 20.0,
-                y0: centre.1 - 20.0,
-                x1: centre.0 + 20.0,
-                y1: centre.1 + 20.0,
+                x0: centre.0 - half,
+                y0: centre.1 - half,
+                x1: centre.0 + half,
+                y1: centre.1 + half,
             },
             centre,
             mask: image::GrayImage::new(1, 1),
@@ -698,6 +754,31 @@ mod tests {
         counted += still.show(&[], 5);
         counted += still.tracker.finish().len();
         assert_eq!(counted, 1, "the cell came back and was counted again");
+    }
+
+    #[test]
+    fn a_cell_seen_whole_then_as_two_lobes_is_counted_once() {
+        // 0.25 µm/px: match radius 20 px. A 20 µm cell (80 px box); in later frames its nucleus
+        // falls apart into two lobes 25 px either side of its centre, each farther than the radius.
+        let mut still = Still::new();
+        let mut counted = still.show(&[sized_detection((100.0, 100.0), 40.0, true)], 3);
+        assert_eq!(counted, 1);
+        let lobes = [
+            sized_detection((75.0, 100.0), 22.0, true),
+            sized_detection((125.0, 100.0), 22.0, true),
+        ];
+        counted += still.show(&lobes, 4);
+        counted += still.show(&[], 5);
+        counted += still.tracker.finish().len();
+        assert_eq!(counted, 1, "the lobes were counted as cells");
+        // A second cell whose nucleus lies outside the first one's box is a cell of its own.
+        let mut still = Still::new();
+        let pair = [
+            sized_detection((100.0, 100.0), 40.0, true),
+            sized_detection((170.0, 100.0), 40.0, true),
+        ];
+        let counted = still.show(&pair, 3) + still.tracker.finish().len();
+        assert_eq!(counted, 2);
     }
 
     #[test]

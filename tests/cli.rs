@@ -6,11 +6,25 @@ use common::*;
 use std::path::Path;
 
 const BCCD_FRAMES: usize = 12;
+/// TXL-PBC val frames the learned-detector test scores (sorted by name: a mix of its sources).
+const TXL_FRAMES: usize = 24;
 /// Scale of the BCCD frames, µm per pixel, from red-cell diameters (about 88 px ≈ 7.5 µm).
 const BCCD_UM_PER_PX: f32 = 0.085;
 
 #[test]
 fn pipeline_on_real_smear_frames_counts_each_white_cell() {
+    count_real_smear_frames(&[]);
+}
+
+#[test]
+fn pipeline_with_the_learned_detector_counts_each_white_cell() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wbc-detector.ron");
+    count_real_smear_frames(&["--detector", manifest.to_str().unwrap()]);
+}
+
+/// `run` over the first BCCD frames (plus `extra` arguments): every fully visible white cell counted
+/// once, labels from the model, the journal and the report written.
+fn count_real_smear_frames(extra: &[&str]) {
     let Some(data) = data() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let frames = tmp.path().join("frames");
@@ -28,13 +42,16 @@ fn pipeline_on_real_smear_frames_counts_each_white_cell() {
     }
     let report = tmp.path().join("report");
     let board = write_board(tmp.path(), BCCD_UM_PER_PX, &report);
-    let out = marrowscope(&[
+    let source = format!("dir:{}", frames.display());
+    let mut args = vec![
         "run",
         "--board",
         board.to_str().unwrap(),
         "--source",
-        &format!("dir:{}", frames.display()),
-    ]);
+        &source,
+    ];
+    args.extend_from_slice(extra);
+    let out = marrowscope(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let diff = read_json(&report.join("differential.json"));
     let total = diff["total"].as_u64().unwrap() as usize;
@@ -115,8 +132,53 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     assert_one_line_error(&out, "unlabelled.xml");
 }
 
+#[test]
+fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    // TXL-PBC's val frames: the detector was trained on its train frames only.
+    copy_first(&data.join("frames/txl-pbc/images/val"), &images, TXL_FRAMES);
+    let labels = data.join("frames/txl-pbc/labels/val");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wbc-detector.ron");
+    let eval = |detector: &Path| {
+        detect_eval(
+            &images,
+            &labels,
+            "yolo",
+            &["--json", "--detector", detector.to_str().unwrap()],
+        )
+    };
+    let out = eval(&manifest);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["frames"].as_u64(), Some(TXL_FRAMES as u64));
+    // All 288 val frames: see README. These frames mix the four sources' magnifications.
+    let (p, rc) = (
+        r["precision"].as_f64().unwrap(),
+        r["recall"].as_f64().unwrap(),
+    );
+    assert!(p >= 0.85 && rc >= 0.85, "{r}");
+    // A manifest whose hash does not match its model is refused in one line.
+    let bad = tmp.path().join("wbc-detector.ron");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let sha = text.split('"').nth(5).unwrap().to_string();
+    std::fs::write(&bad, text.replace(&sha, &"0".repeat(64))).unwrap();
+    std::fs::copy(
+        manifest.with_file_name("wbc-detector.onnx"),
+        tmp.path().join("wbc-detector.onnx"),
+    )
+    .unwrap();
+    assert_one_line_error(&eval(&bad), "does not match");
+}
+
 /// `marrowscope detect-eval` on a folder of frames with VOC labels, plus `extra` arguments.
 fn detect_eval_voc(images: &Path, labels: &Path, extra: &[&str]) -> std::process::Output {
+    detect_eval(images, labels, "voc", extra)
+}
+
+/// `marrowscope detect-eval` on a folder of frames with labels in `format`, plus `extra` arguments.
+fn detect_eval(images: &Path, labels: &Path, format: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "detect-eval",
         "--images",
@@ -124,7 +186,7 @@ fn detect_eval_voc(images: &Path, labels: &Path, extra: &[&str]) -> std::process
         "--labels",
         labels.to_str().unwrap(),
         "--format",
-        "voc",
+        format,
     ];
     args.extend_from_slice(extra);
     marrowscope(&args)

@@ -63,6 +63,7 @@ fn run(source: &mut dyn FrameSource, report: &Path) -> RunSummary {
         report_dir: report.to_path_buf(),
         annotate: None,
         progress: false,
+        detector: None,
     };
     let station = Station {
         display: &mut NoDisplay,

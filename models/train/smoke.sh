@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the model pipeline (CI): tiny synthetic data set in the published Matek layout
+# Smoke test of the model pipeline (CI) and of the white-cell detector (24 real TXL-PBC frames, 2 epochs,
+# export, tract). Classifier: tiny synthetic data set in the published Matek layout
 # (<CODE>/<range>/<CODE>_NNNNN.jpg) -> train.py (1 short epoch) -> export.py (ONNX f32, int8 QDQ,
 # calibration, manifests into a temp dir) -> load the int8 model in tract (python) with a fixed batch
 # of 1 and 8 and check the output shape; also fine-tuning with --init and the cached-feature trainer.
@@ -66,6 +67,25 @@ check cached "$PY" "$HERE/train_cached.py" cache --data "synth=$TMP/data" --size
   --views 1 --cache '' --feat-dir "$TMP/feats"
 check cached_train "$PY" "$HERE/train_cached.py" train --data "synth=$TMP/data" --size 64 --max-per-class 14 \
   --cache '' --feat-dir "$TMP/feats" --arch effl0t --minutes 0.05 --out "$TMP/run2"
+
+# white-cell detector (issue 4): 24 real TXL-PBC frames, 2 epochs, export, then tract reads it
+check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 --size 128
+check detector_tract "$PY" - "$TMP/det" <<'EOF'
+import sys, re, numpy as np, tract
+from pathlib import Path
+det = Path(sys.argv[1])
+ron = (det / "wbc-detector.ron").read_text()
+size = int(re.search(r"input_size: (\d+)", ron).group(1))
+stride = int(re.search(r"stride: (\d+)", ron).group(1))
+m = tract.onnx().load(str(det / "wbc-detector.onnx"))
+m.set_input_fact(0, f"1,3,{size},{size},f32")
+r = m.into_model().into_runnable()
+y = r.run([np.random.default_rng(0).random((1, 3, size, size)).astype(np.float32)])[0].to_numpy()
+assert y.shape == (1, 5, size // stride, size // stride), y.shape
+assert np.isfinite(y).all() and (0 <= y[0, 0]).all() and (y[0, 0] <= 1).all()
+print("tract detector ok", y.shape)
+EOF
+check detector_manifest "$PY" "$HERE/manifest.py" --check "$TMP/det/wbc-detector.ron"
 
 echo "smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

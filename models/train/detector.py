@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Train the small white-cell detector (issue 4) and export it for tract.
+
+A centre-point detector (CenterNet-style, one class): the whole frame is resized to SIZE x SIZE, a
+small CNN predicts at stride 8 a white-cell centre heat map, the offset of the centre inside its grid
+cell and the box's log width and height. It is trained on TXL-PBC's training frames (four sources at
+different magnifications, which one fixed scale of the classical localizer cannot fit); a part of
+them chosen by file-name hash is held back to pick the heat-map threshold. TXL-PBC's val frames are
+never seen: `marrowscope detect-eval --detector` measures on them.
+
+  detector.py --out runs/det [--epochs 60] [--size 256] [--ship models/]
+  detector.py --out /tmp/d --epochs 1 --limit 24      # smoke test (CI)
+
+Writes OUT/detector.pt, OUT/wbc-detector.onnx and OUT/wbc-detector.ron (input size, stride,
+threshold, sha256), and with --ship copies the two model files there.
+"""
+import argparse
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_SHARED  # noqa: E402
+from manifest import sha256  # noqa: E402
+
+STRIDE = 8
+WBC = 0
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", default=str(DEFAULT_SHARED / "frames" / "txl-pbc"),
+                    help="TXL-PBC layout: images/train, labels/train (YOLO, class 0 = WBC)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--holdout", type=float, default=0.12, help="share of training frames kept for the threshold")
+    ap.add_argument("--limit", type=int, help="use only this many frames (smoke test)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ship", help="copy wbc-detector.onnx and .ron here (e.g. models/)")
+    ap.add_argument("--min-precision", type=float, default=0.96,
+                    help="threshold: the lowest whose held-back precision reaches this (recall first)")
+    ap.add_argument("--checkpoint", help="skip training: pick the threshold for this detector.pt and export")
+    return ap.parse_args(argv)
+
+
+# ---------------------------------------------------------------- data
+
+def yolo_boxes(label_file):
+    """White-cell boxes of one YOLO label file as (cx, cy, w, h), normalized."""
+    boxes = []
+    if label_file.exists():
+        for n, line in enumerate(label_file.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 5:
+                raise SystemExit(f"{label_file}:{n}: expected 'class cx cy w h'")
+            if int(parts[0]) == WBC:
+                boxes.append([float(v) for v in parts[1:]])
+    return np.array(boxes, np.float32).reshape(-1, 4)
+
+
+def voc_boxes(xml_file):
+    """White-cell boxes of a Pascal VOC file as (cx, cy, w, h), normalized."""
+    root = ET.parse(xml_file).getroot()
+    w = float(root.find("size/width").text)
+    h = float(root.find("size/height").text)
+    boxes = []
+    for obj in root.iter("object"):
+        if obj.findtext("name", "").strip().upper() != "WBC":
+            continue
+        b = obj.find("bndbox")
+        x0, y0, x1, y1 = (float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
+    return np.array(boxes, np.float32).reshape(-1, 4)
+
+
+def held_out(name, share):
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32 < share
+
+
+def load_frames(root, split, limit=None):
+    images = sorted((root / "images" / split).glob("*.jpg")) + sorted((root / "images" / split).glob("*.png"))
+    if not images:
+        raise SystemExit(f"no frames in {root / 'images' / split}")
+    if limit:
+        images = images[:limit]
+    return [(p, yolo_boxes(root / "labels" / split / (p.stem + ".txt"))) for p in images]
+
+
+def read_rgb(path, longest=None):
+    """A frame as HWC uint8; with `longest`, shrunk (antialiased) so its long side is at most that."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if longest and max(im.size) > longest:
+            k = longest / max(im.size)
+            im = im.resize((round(im.width * k), round(im.height * k)), Image.BILINEAR)
+        return np.asarray(im)
+
+
+def augment(img, boxes, rng):
+    """Random zoom-in crop, flips, quarter turns and colour jitter; boxes follow."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        s = rng.uniform(0.55, 1.0)
+        cw, ch = int(w * s), int(h * s)
+        x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        img = img[y0:y0 + ch, x0:x0 + cw]
+        px = boxes * [w, h, w, h]
+        x_lo, x_hi = np.clip(px[:, 0] - px[:, 2] / 2, x0, x0 + cw), np.clip(px[:, 0] + px[:, 2] / 2, x0, x0 + cw)
+        y_lo, y_hi = np.clip(px[:, 1] - px[:, 3] / 2, y0, y0 + ch), np.clip(px[:, 1] + px[:, 3] / 2, y0, y0 + ch)
+        keep = ((x_hi - x_lo) * (y_hi - y_lo)) > 0.4 * px[:, 2] * px[:, 3]
+        boxes = np.stack([((x_lo + x_hi) / 2 - x0) / cw, ((y_lo + y_hi) / 2 - y0) / ch,
+                          (x_hi - x_lo) / cw, (y_hi - y_lo) / ch], 1)[keep].astype(np.float32)
+    if rng.random() < 0.5:
+        img, boxes = img[:, ::-1], boxes.copy()
+        boxes[:, 0] = 1 - boxes[:, 0]
+    if rng.random() < 0.5:
+        img = img[::-1]
+        boxes = boxes.copy()
+        boxes[:, 1] = 1 - boxes[:, 1]
+    if rng.random() < 0.5:
+        img = np.ascontiguousarray(np.transpose(img, (1, 0, 2)))
+        boxes = boxes[:, [1, 0, 3, 2]]
+    img = img.astype(np.float32)
+    gain = rng.uniform(0.8, 1.2, 3) * rng.uniform(0.85, 1.15)
+    img = np.clip((img - img.mean()) * rng.uniform(0.8, 1.25) + img.mean(), 0, 255) * gain
+    return np.clip(img, 0, 255), boxes
+
+
+def to_input(img, size):
+    """HWC 0..255 -> 1x3xSxS 0..1 tensor, stretched to size x size (bilinear)."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def targets(boxes, grid):
+    """Heat map (Gaussian per centre), and per-centre index, offset and log size (grid units)."""
+    heat = np.zeros((grid, grid), np.float32)
+    yy, xx = np.mgrid[:grid, :grid]
+    idx, reg = [], []
+    for cx, cy, w, h in boxes:
+        gx, gy, gw, gh = cx * grid, cy * grid, w * grid, h * grid
+        ix, iy = min(int(gx), grid - 1), min(int(gy), grid - 1)
+        sx, sy = max(gw / 6, 0.7), max(gh / 6, 0.7)
+        heat = np.maximum(heat, np.exp(-((xx - ix) ** 2 / (2 * sx * sx) + (yy - iy) ** 2 / (2 * sy * sy))))
+        idx.append(iy * grid + ix)
+        reg.append([gx - ix, gy - iy, math.log(max(gw, 0.5)), math.log(max(gh, 0.5))])
+    return heat, idx, reg
+
+
+def batch_of(items, size, rng, train):
+    grid = size // STRIDE
+    xs, heats, idxs, regs = [], [], [], []
+    for img, boxes in items:
+        if train:
+            img, boxes = augment(img, boxes, rng)
+        xs.append(to_input(img, size))
+        h, i, r = targets(boxes, grid)
+        heats.append(h)
+        idxs.append(i)
+        regs.append(r)
+    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs
+
+
+# ---------------------------------------------------------------- model
+
+def conv(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Detector(nn.Module):
+    """Backbone to stride 32, top-down merge back to stride 8, heads: heat, offset x/y, log w/h."""
+
+    def __init__(self, widths=(16, 24, 32, 48, 64), head=32):
+        super().__init__()
+        w1, w2, w3, w4, w5 = widths
+        self.s2 = conv(3, w1, 2)
+        self.s4 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
+        self.s8 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3))
+        self.s16 = nn.Sequential(conv(w3, w4, 2), conv(w4, w4))
+        self.s32 = nn.Sequential(conv(w4, w5, 2), conv(w5, w5))
+        self.lat32 = nn.Conv2d(w5, head, 1)
+        self.lat16 = nn.Conv2d(w4, head, 1)
+        self.lat8 = nn.Conv2d(w3, head, 1)
+        self.mix = conv(head, head)
+        self.heat = nn.Conv2d(head, 1, 1)
+        self.box = nn.Conv2d(head, 4, 1)
+        nn.init.constant_(self.heat.bias, -2.2)
+
+    def forward(self, x):
+        f8 = self.s8(self.s4(self.s2(x)))
+        f16 = self.s16(f8)
+        f32 = self.s32(f16)
+        p16 = self.lat16(f16) + F.interpolate(self.lat32(f32), scale_factor=2.0, mode="nearest")
+        p8 = self.lat8(f8) + F.interpolate(p16, scale_factor=2.0, mode="nearest")
+        p8 = self.mix(p8)
+        return torch.cat([torch.sigmoid(self.heat(p8)), self.box(p8)], 1)
+
+
+def focal_loss(pred, gt):
+    """Penalty-reduced pixel focal loss of CenterNet on the heat map."""
+    pred = pred.clamp(1e-4, 1 - 1e-4)
+    pos = gt.eq(1).float()
+    pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
+    neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - gt) ** 4 * (1 - pos)
+    n = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def loss_of(out, heat, idxs, regs):
+    loss = focal_loss(out[:, 0], heat)
+    box = out[:, 1:].flatten(2)
+    preds, want = [], []
+    for b, (i, r) in enumerate(zip(idxs, regs)):
+        if i:
+            preds.append(box[b][:, torch.tensor(i)].T)
+            want.append(torch.tensor(r, dtype=torch.float32))
+    if preds:
+        p, t = torch.cat(preds), torch.cat(want)
+        loss = loss + F.l1_loss(p[:, :2], t[:, :2]) + F.l1_loss(p[:, 2:], t[:, 2:])
+    return loss
+
+
+# ---------------------------------------------------------------- decoding and scoring
+
+def decode(out, threshold):
+    """Boxes (x0, y0, x1, y1, score) normalized 0..1 from one output (5 x G x G): local maxima of the
+    heat map above the threshold (3x3), like the Rust decoder."""
+    heat = out[0:1]
+    peaks = (heat == F.max_pool2d(heat[None], 3, 1, 1)[0]) & (heat >= threshold)
+    grid = out.shape[-1]
+    found = []
+    for _, gy, gx in peaks.nonzero().tolist():
+        ox, oy, lw, lh = out[1:, gy, gx].tolist()
+        cx, cy = (gx + ox) / grid, (gy + oy) / grid
+        w, h = math.exp(lw) / grid, math.exp(lh) / grid
+        found.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, float(heat[0, gy, gx])))
+    return found
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(found, truth):
+    """Greedy matching by score at IoU >= 0.5: (true positives, false positives, missed)."""
+    truth = [(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2) for cx, cy, w, h in truth]
+    used = [False] * len(truth)
+    tp = 0
+    for f in sorted(found, key=lambda f: -f[4]):
+        best, k = 0.5, -1
+        for j, t in enumerate(truth):
+            v = iou(f, t)
+            if not used[j] and v >= best:
+                best, k = v, j
+        if k >= 0:
+            used[k] = True
+            tp += 1
+    return tp, len(found) - tp, len(truth) - tp
+
+
+def score(outputs, frames, threshold):
+    tp = fp = fn = 0
+    for out, (_, boxes) in zip(outputs, frames):
+        a, b, c = match(decode(out, threshold), boxes)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    p = tp / max(tp + fp, 1)
+    r = tp / max(tp + fn, 1)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9), "tp": tp, "fp": fp, "fn": fn}
+
+
+@torch.no_grad()
+def predict(model, frames, size):
+    model.eval()
+    return [model(to_input(img, size))[0] for img, _ in frames]
+
+
+def pick_threshold(outputs, frames, min_precision):
+    """Heat-map threshold for the held-back frames: the lowest (most recall) whose precision is at
+    least `min_precision`; when none reaches it, the one with the best F1."""
+    scored = [(float(t), score(outputs, frames, float(t))) for t in np.arange(0.10, 0.80, 0.025)]
+    good = [ts for ts in scored if ts[1]["precision"] >= min_precision]
+    if good:
+        return good[0]
+    return max(scored, key=lambda ts: ts[1]["f1"])
+
+
+# ---------------------------------------------------------------- export
+
+def export(model, size, path):
+    model.eval()
+    dummy = torch.zeros(1, 3, size, size)
+    torch.onnx.export(model, dummy, str(path), input_names=["frame"], output_names=["heat_box"],
+                      opset_version=13, dynamo=False)
+
+
+def write_manifest(path, onnx_path, size, threshold, metrics):
+    met = ", ".join(f'"{k}": {round(float(v), 4)}' for k, v in metrics.items())
+    path.write_text(
+        "(\n"
+        '    name: "marrowscope-wbc-centre-detector",\n'
+        f'    file: "{onnx_path.name}",\n'
+        f'    sha256: "{sha256(onnx_path)}",\n'
+        f"    input_size: {size},\n"
+        f"    stride: {STRIDE},\n"
+        f"    threshold: {threshold},\n"
+        f"    metrics: {{{met}}},\n"
+        ")\n")
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = load_frames(Path(args.frames), "train", args.limit)
+    share = args.holdout if not args.limit else 0.25
+    held = [f for f in frames if held_out(f[0].name, share)] or frames[:2]
+    train = [f for f in frames if f not in held] or frames
+    print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold", flush=True)
+    # Kept at most 1.6x the input size (a zoomed-in crop then still shrinks to the input).
+    train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
+    held_px = [(read_rgb(p), b) for p, b in held]
+
+    model = Detector()
+    if args.checkpoint:
+        model.load_state_dict(torch.load(args.checkpoint))
+        args.epochs = 0
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * math.ceil(len(train_px) / args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(steps, 1), pct_start=0.1)
+    t0 = time.time()
+    for epoch in range(args.epochs):
+        model.train()
+        order = rng.permutation(len(train_px))
+        total = 0.0
+        for k in range(0, len(order), args.batch):
+            x, heat, idxs, regs = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng, True)
+            loss = loss_of(model(x), heat, idxs, regs)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(x)
+        line = f"epoch {epoch + 1}/{args.epochs} loss {total / len(train_px):.4f} ({time.time() - t0:.0f} s)"
+        if (epoch + 1) % 10 == 0 or epoch + 1 == args.epochs:
+            s = score(predict(model, held_px, args.size), held_px, 0.3)
+            line += f" held-back P {s['precision']:.3f} R {s['recall']:.3f} at 0.3"
+        print(line, flush=True)
+    if not args.checkpoint:
+        torch.save(model.state_dict(), out / "detector.pt")
+
+    threshold, s = pick_threshold(predict(model, held_px, args.size), held_px, args.min_precision)
+    print(f"threshold {threshold:.3f}: held-back P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}")
+    onnx_path = out / "wbc-detector.onnx"
+    export(model, args.size, onnx_path)
+    metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
+    write_manifest(out / "wbc-detector.ron", onnx_path, args.size, round(threshold, 3), metrics)
+    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "checkpoint": args.checkpoint,
+                                                   "train_frames": len(train), "seconds": time.time() - t0}, indent=1))
+    if args.ship:
+        ship = Path(args.ship)
+        for name in ("wbc-detector.onnx", "wbc-detector.ron"):
+            shutil.copy(out / name, ship / name)
+        print(f"shipped to {ship}")
+
+
+if __name__ == "__main__":
+    main()
