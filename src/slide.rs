@@ -207,12 +207,15 @@ pub fn folder_sprites(
 /// A picture must also pass with the smallest accepted nucleus made 1.5 times larger in area: a
 /// faint smudge or a clump of granules just above the localizer's limits on its own can fall below
 /// them on the slide (another smear colour, red cells nearby, the lamp's drift), and the slide would
-/// then hold a cell nobody could count.
+/// then hold a cell nobody could count. And it must pass with that nucleus made 1.5 times smaller:
+/// a neighbour's nucleus cut by the picture's rim, just below the limits on its own, can rise above
+/// them in a frame whose mix of cells sets a lower nuclear threshold, and the slide would then hold
+/// two cells where its truth says one.
 pub struct SingleCellVetter {
-    localizers: [crate::localize::Localizer; 2],
+    localizers: [crate::localize::Localizer; 3],
 }
 
-/// How much larger in area the smallest nucleus is for the second look.
+/// How much larger (and smaller) in area the smallest nucleus is for the second (and third) look.
 const VET_AREA_MARGIN: f32 = 1.5;
 
 impl SingleCellVetter {
@@ -223,11 +226,16 @@ impl SingleCellVetter {
             min_nucleus_um: normal.min_nucleus_um * VET_AREA_MARGIN.sqrt(),
             ..normal.clone()
         };
-        let localizers = [normal, strict].map(|cfg| crate::localize::Localizer::new(cfg, 1.0));
+        let lenient = crate::config::LocalizerConfig {
+            min_nucleus_um: normal.min_nucleus_um / VET_AREA_MARGIN.sqrt(),
+            ..normal.clone()
+        };
+        let localizers =
+            [normal, strict, lenient].map(|cfg| crate::localize::Localizer::new(cfg, 1.0));
         SingleCellVetter { localizers }
     }
 
-    /// True when the picture passes in both settings: pasted alone, and as each copy of a 3 × 3
+    /// True when the picture passes in all three settings: pasted alone, and as each copy of a 3 × 3
     /// patch of its copies (each turned another quarter, as the slide turns them) at the slide's
     /// cell spacing, which gives the frame-wide nuclear threshold a field of cells as on the slide.
     pub fn shows_one_centred_cell(&self, picture: &RgbImage) -> bool {
@@ -242,6 +250,15 @@ impl SingleCellVetter {
                 let cells = localizer.localize(&field, SLIDE_UM_PER_PX).cells;
                 places.iter().all(|&place| one_cell_at(&cells, place, side))
             })
+        })
+    }
+
+    /// True when, in all three settings, exactly one whole cell of `field` lies within what a picture of
+    /// side `side` pasted at `place` shows, within count-eval's matching distance of `place`.
+    fn shows_one_cell_at(&self, field: &RgbImage, place: (f32, f32), side: f32) -> bool {
+        self.localizers.iter().all(|localizer| {
+            let cells = localizer.localize(field, SLIDE_UM_PER_PX).cells;
+            one_cell_at(&cells, place, side)
         })
     }
 
@@ -376,7 +393,7 @@ impl VirtualSlide {
             }
             y += spacing + rng.unit() * 30.0;
         }
-        VirtualSlide {
+        let mut slide = VirtualSlide {
             width: opts.width,
             height: opts.height,
             cells,
@@ -385,7 +402,97 @@ impl VirtualSlide {
             red_cells,
             sprites: sprites.iter().map(|s| s.image.clone()).collect(),
             pictures,
+        };
+        let classes: Vec<&str> = sprites.iter().map(|s| s.class.as_str()).collect();
+        slide.settle_pictures(&classes, opts.cell_spacing, &SingleCellVetter::new());
+        slide
+    }
+
+    /// Makes every cell's picture show one cell where it lies, among its neighbours on the smear
+    /// colour and red cells: a picture that passed on its own can still show a second nucleus there
+    /// (a neighbour's nucleus cut by the picture's rim, or a clump of naked nuclei, reaches the
+    /// frame-wide nuclear threshold of a busier field). Such a cell gets the next picture of its
+    /// class that passes in its place; when none does, the cell is left out of the slide and its
+    /// truth. Returns how many pictures were swapped and cells left out.
+    fn settle_pictures(
+        &mut self,
+        classes: &[&str],
+        spacing: f32,
+        vetter: &SingleCellVetter,
+    ) -> (usize, usize) {
+        let (mut swapped, mut dropped) = (0, 0);
+        let mut keep = Vec::with_capacity(self.cells.len());
+        for i in 0..self.cells.len() {
+            let first = self.pictures[i].0;
+            let settled = self.settle_picture(i, classes, spacing, vetter);
+            if settled && self.pictures[i].0 != first {
+                swapped += 1;
+                log::debug!(
+                    "virtual slide: cell {i} ({}) shows more than one cell with picture {first}; \
+                     picture {} instead",
+                    self.cells[i].class,
+                    self.pictures[i].0
+                );
+            }
+            if !settled {
+                dropped += 1;
+            }
+            keep.push(settled);
         }
+        if dropped > 0 {
+            let mut flags = keep.iter();
+            self.cells.retain(|_| *flags.next().unwrap_or(&true));
+            let mut flags = keep.iter();
+            self.pictures.retain(|_| *flags.next().unwrap_or(&true));
+            for (id, cell) in self.cells.iter_mut().enumerate() {
+                cell.id = id as u32;
+            }
+        }
+        if swapped + dropped > 0 {
+            log::info!(
+                "virtual slide: {swapped} picture(s) swapped and {dropped} cell(s) left out \
+                 where a picture showed more than one cell among its neighbours"
+            );
+        }
+        (swapped, dropped)
+    }
+
+    /// Gives cell `i` the first picture of its class, from its own on, that shows one cell in
+    /// place; false (picture unchanged) when none does.
+    fn settle_picture(
+        &mut self,
+        i: usize,
+        classes: &[&str],
+        spacing: f32,
+        vetter: &SingleCellVetter,
+    ) -> bool {
+        let first = self.pictures[i].0;
+        let same_class = (0..classes.len())
+            .map(|step| (first + step) % classes.len())
+            .filter(|&j| classes[j] == classes[first]);
+        for candidate in same_class {
+            self.pictures[i].0 = candidate;
+            if self.shows_one_cell_in_place(i, spacing, vetter) {
+                return true;
+            }
+        }
+        self.pictures[i].0 = first;
+        false
+    }
+
+    /// True when the localizer, in all three of the vetter's settings, finds exactly one whole cell in
+    /// what the picture of cell `i` shows, on the slide as it is around it.
+    fn shows_one_cell_in_place(&self, i: usize, spacing: f32, vetter: &SingleCellVetter) -> bool {
+        let cell = &self.cells[i];
+        let picture = &self.sprites[self.pictures[i].0];
+        let side = picture.width().max(picture.height()) as f32;
+        let half = spacing + side * 0.75;
+        let x0 = (cell.x - half).clamp(0.0, self.width as f32).floor();
+        let y0 = (cell.y - half).clamp(0.0, self.height as f32).floor();
+        let w = ((cell.x + half).min(self.width as f32) - x0).max(1.0) as u32;
+        let h = ((cell.y + half).min(self.height as f32) - y0).max(1.0) as u32;
+        let field = self.view(x0 as u32, y0 as u32, w, h);
+        vetter.shows_one_cell_at(&field, (cell.x - x0, cell.y - y0), side)
     }
 
     /// The picture pasted for a cell (unturned) and its index among the slide's pictures.
@@ -790,6 +897,33 @@ mod tests {
         ]);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].class, "B");
+    }
+
+    #[test]
+    fn a_picture_showing_two_cells_on_the_slide_is_swapped_or_left_out() {
+        let one = picture_with_nuclei(&[(96.0, 96.0)], 40.0);
+        // Two nuclei 4.8 µm apart, both inside what the picture shows.
+        let two = picture_with_nuclei(&[(50.0, 96.0), (142.0, 96.0)], 22.0);
+        let sprite = |class: &str, image: &RgbImage| Sprite {
+            class: class.into(),
+            image: image.clone(),
+        };
+        // Class A has one good picture and one of two cells, class B only one of two cells.
+        let sprites = [sprite("A", &two), sprite("A", &one), sprite("B", &two)];
+        let opts = SlideOptions {
+            width: 1800,
+            height: 1400,
+            ..SlideOptions::new(4)
+        };
+        let slide = VirtualSlide::compose(&sprites, &opts);
+        assert!(!slide.cells.is_empty());
+        for (id, cell) in slide.cells.iter().enumerate() {
+            assert_eq!(cell.id as usize, id, "ids stay contiguous");
+            assert_eq!(cell.class, "A", "class B has no picture of one cell");
+            let (k, picture) = slide.picture_of(cell.id).unwrap();
+            assert_eq!(k, 1);
+            assert!(*picture == one);
+        }
     }
 
     #[test]
