@@ -246,19 +246,16 @@ impl SingleCellVetter {
         let patch = (2.0 * spacing + side * 1.5).round() as u32;
         [(alone, 1), (patch, 3)].into_iter().all(|(field_side, n)| {
             let (field, places) = paste_grid(picture, background, field_side, n, spacing);
-            self.localizers.iter().all(|localizer| {
-                let cells = localizer.localize(&field, SLIDE_UM_PER_PX).cells;
-                places.iter().all(|&place| one_cell_at(&cells, place, side))
-            })
+            self.shows_one_cell_at_each(&field, &places, side)
         })
     }
 
-    /// True when, in all three settings, exactly one whole cell of `field` lies within what a picture of
-    /// side `side` pasted at `place` shows, within count-eval's matching distance of `place`.
-    fn shows_one_cell_at(&self, field: &RgbImage, place: (f32, f32), side: f32) -> bool {
+    /// True when, in all three settings, exactly one whole cell of `field` lies within what a picture
+    /// of side `side` pasted at each of `places` shows, within count-eval's matching distance of it.
+    fn shows_one_cell_at_each(&self, field: &RgbImage, places: &[(f32, f32)], side: f32) -> bool {
         self.localizers.iter().all(|localizer| {
             let cells = localizer.localize(field, SLIDE_UM_PER_PX).cells;
-            one_cell_at(&cells, place, side)
+            places.iter().all(|&place| one_cell_at(&cells, place, side))
         })
     }
 
@@ -413,13 +410,8 @@ impl VirtualSlide {
     /// (a neighbour's nucleus cut by the picture's rim, or a clump of naked nuclei, reaches the
     /// frame-wide nuclear threshold of a busier field). Such a cell gets the next picture of its
     /// class that passes in its place; when none does, the cell is left out of the slide and its
-    /// truth. Returns how many pictures were swapped and cells left out.
-    fn settle_pictures(
-        &mut self,
-        classes: &[&str],
-        spacing: f32,
-        vetter: &SingleCellVetter,
-    ) -> (usize, usize) {
+    /// truth.
+    fn settle_pictures(&mut self, classes: &[&str], spacing: f32, vetter: &SingleCellVetter) {
         let (mut swapped, mut dropped) = (0, 0);
         let mut keep = Vec::with_capacity(self.cells.len());
         for i in 0..self.cells.len() {
@@ -440,10 +432,15 @@ impl VirtualSlide {
             keep.push(settled);
         }
         if dropped > 0 {
-            let mut flags = keep.iter();
-            self.cells.retain(|_| *flags.next().unwrap_or(&true));
-            let mut flags = keep.iter();
-            self.pictures.retain(|_| *flags.next().unwrap_or(&true));
+            let (cells, pictures): (Vec<SlideCell>, Vec<(usize, u8)>) = self
+                .cells
+                .drain(..)
+                .zip(self.pictures.drain(..))
+                .zip(&keep)
+                .filter_map(|(both, &kept)| kept.then_some(both))
+                .unzip();
+            self.cells = cells;
+            self.pictures = pictures;
             for (id, cell) in self.cells.iter_mut().enumerate() {
                 cell.id = id as u32;
             }
@@ -454,7 +451,6 @@ impl VirtualSlide {
                  where a picture showed more than one cell among its neighbours"
             );
         }
-        (swapped, dropped)
     }
 
     /// Gives cell `i` the first picture of its class, from its own on, that shows one cell in
@@ -492,7 +488,7 @@ impl VirtualSlide {
         let w = ((cell.x + half).min(self.width as f32) - x0).max(1.0) as u32;
         let h = ((cell.y + half).min(self.height as f32) - y0).max(1.0) as u32;
         let field = self.view(x0 as u32, y0 as u32, w, h);
-        vetter.shows_one_cell_at(&field, (cell.x - x0, cell.y - y0), side)
+        vetter.shows_one_cell_at_each(&field, &[(cell.x - x0, cell.y - y0)], side)
     }
 
     /// The picture pasted for a cell (unturned) and its index among the slide's pictures.
