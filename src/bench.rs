@@ -81,6 +81,10 @@ pub struct BenchReport {
     pub localize_ms_per_megapixel: f64,
     /// The same frames localized with the learned detector (`--detector`), ms per megapixel.
     pub detector_localize_ms_per_megapixel: Option<f64>,
+    /// Both again on 640 × 480 cut-outs of the same frames (the smaller profiles' camera size),
+    /// ms per megapixel: the detector's network costs the same per frame at any size.
+    pub localize_640x480_ms_per_megapixel: f64,
+    pub detector_localize_640x480_ms_per_megapixel: Option<f64>,
     /// Tracking, localization and classification of new views, per frame.
     pub end_to_end_fps: f64,
     pub end_to_end_frames: u64,
@@ -115,17 +119,24 @@ pub fn run_bench(
     let (frame_width, frame_height) = (slide_opts.frame_width, slide_opts.frame_height);
     let mut source = VirtualSlideSource::from_sprites(&sprites, slide_opts, "atlas".into());
     let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
-    let localize_ms_per_megapixel = time_localize(&localizer, &source);
-    let detector_localize_ms_per_megapixel = match &opts.detector {
-        Some(path) => {
-            let detector = std::sync::Arc::new(crate::detect::WbcDetector::load(path)?);
-            Some(time_localize(
-                &localizer.clone().with_detector(detector),
-                &source,
-            ))
-        }
+    let um = source.slide().um_per_px;
+    let frames = localization_frames(&source);
+    let small: Vec<RgbImage> = frames
+        .iter()
+        .map(|f| imageops::crop_imm(f, 0, 0, 640.min(f.width()), 480.min(f.height())).to_image())
+        .collect();
+    let localize_ms_per_megapixel = time_localize(&localizer, &frames, um);
+    let localize_640x480_ms_per_megapixel = time_localize(&localizer, &small, um);
+    let detector = match &opts.detector {
+        Some(path) => Some(std::sync::Arc::new(crate::detect::WbcDetector::load(path)?)),
         None => None,
     };
+    let with_detector = detector.map(|d| localizer.clone().with_detector(d));
+    let detector_localize_ms_per_megapixel = with_detector
+        .as_ref()
+        .map(|l| time_localize(l, &frames, um));
+    let detector_localize_640x480_ms_per_megapixel =
+        with_detector.as_ref().map(|l| time_localize(l, &small, um));
     let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
     // Read before the batch timings below load their larger plans.
     let peak_rss_mb = peak_rss_mb();
@@ -153,6 +164,8 @@ pub fn run_bench(
         frame_height,
         localize_ms_per_megapixel,
         detector_localize_ms_per_megapixel,
+        localize_640x480_ms_per_megapixel,
+        detector_localize_640x480_ms_per_megapixel,
         end_to_end_fps: e2e.frames as f64 / e2e.pipeline.as_secs_f64().max(1e-9),
         end_to_end_frames: e2e.frames,
         cells_per_frame: e2e.cells as f64 / e2e.frames.max(1) as f64,
@@ -197,10 +210,14 @@ fn time_classify(
 /// Localization time per megapixel over frames spread along the stage path: the median of
 /// repeated passes over the same frames (at least 5 passes and 1.5 s), so one slow moment on a
 /// shared machine does not set the figure.
-fn time_localize(localizer: &Localizer, source: &VirtualSlideSource) -> f64 {
-    let um = source.slide().um_per_px;
+/// Eight frames spread along the pan, for the localization timings.
+fn localization_frames(source: &VirtualSlideSource) -> Vec<RgbImage> {
     let poses: Vec<StagePose> = source.path().iter().step_by(37).take(8).copied().collect();
-    let frames: Vec<RgbImage> = poses.iter().map(|p| source.render(p)).collect();
+    poses.iter().map(|p| source.render(p)).collect()
+}
+
+/// Median time to localize `frames` (of scale `um`), ms per megapixel.
+fn time_localize(localizer: &Localizer, frames: &[RgbImage], um: f32) -> f64 {
     let megapixels: f64 = frames
         .iter()
         .map(|f| f.width() as f64 * f.height() as f64 / 1e6)
@@ -210,7 +227,7 @@ fn time_localize(localizer: &Localizer, source: &VirtualSlideSource) -> f64 {
     let mut passes = Vec::new();
     while passes.len() < 5 || started.elapsed() < Duration::from_millis(1500) {
         let t = Instant::now();
-        for f in &frames {
+        for f in frames {
             let _ = localizer.localize(f, um);
         }
         passes.push(ms(t.elapsed()) / megapixels);

@@ -155,6 +155,11 @@ pub struct BoardProfile {
     pub localizer: LocalizerConfig,
     /// Path of the model manifest (RON), relative to the profile file.
     pub model: String,
+    /// Learned white-cell detector manifest (RON), relative to the profile file. When set, cells in
+    /// camera frames and replayed files are found with it; the virtual slide, which is drawn rather
+    /// than photographed, keeps the classical localizer. None: the classical localizer everywhere.
+    #[serde(default)]
+    pub detector: Option<String>,
     pub display: DisplayConfig,
     /// Operator buttons (none when absent; keys on the terminal always work).
     #[serde(default)]
@@ -226,7 +231,16 @@ impl BoardProfile {
 
     /// The model manifest path, resolved against the profile's folder.
     pub fn model_path(&self) -> PathBuf {
-        let p = Path::new(&self.model);
+        self.resolve(&self.model)
+    }
+
+    /// The learned detector's manifest path, if the profile names one, resolved against its folder.
+    pub fn detector_path(&self) -> Option<PathBuf> {
+        self.detector.as_deref().map(|d| self.resolve(d))
+    }
+
+    fn resolve(&self, file: &str) -> PathBuf {
+        let p = Path::new(file);
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -312,6 +326,17 @@ impl BoardProfile {
         if self.model.trim().is_empty() {
             return Err(invalid("model", "names no model manifest".to_string()));
         }
+        if self
+            .detector
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
+            return Err(invalid(
+                "detector",
+                "names no detector manifest (leave the field out for the classical localizer)"
+                    .to_string(),
+            ));
+        }
         Ok(())
     }
 }
@@ -339,6 +364,26 @@ mod tests {
         let p = BoardProfile::desktop_default();
         assert_eq!(p.name, "desktop");
         assert!(p.model_path().ends_with("models/marrow-f32.ron"));
+        assert!(p
+            .detector_path()
+            .is_some_and(|d| d.ends_with("models/wbc-detector.ron") && d.is_file()));
+    }
+
+    #[test]
+    fn detector_is_optional_but_not_empty() {
+        let field = "    detector: Some(\"../models/wbc-detector.ron\"),\n";
+        assert!(DESKTOP_PROFILE.contains(field));
+        let without = DESKTOP_PROFILE.replacen(field, "", 1);
+        let p = BoardProfile::parse(&without, "x.ron", PathBuf::new()).unwrap();
+        assert_eq!(p.detector_path(), None);
+        let empty =
+            DESKTOP_PROFILE.replacen("Some(\"../models/wbc-detector.ron\")", "Some(\" \")", 1);
+        let msg = BoardProfile::parse(&empty, "x.ron", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        let line = empty.lines().position(|l| l.contains("detector:")).unwrap() + 1;
+        assert!(msg.starts_with(&format!("x.ron:{line}:")), "{msg}");
+        assert!(msg.contains("`detector`"), "{msg}");
     }
 
     #[test]

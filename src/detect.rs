@@ -164,12 +164,12 @@ impl WbcDetector {
     }
 }
 
-/// The whole frame stretched to side × side (antialiased, as in training), CHW, 0..1. A frame more
-/// than twice the input's side is first averaged down by whole blocks (cheap), so the finer
-/// resize works on a few hundred pixels, not megapixels.
+/// The whole frame stretched to side × side (antialiased, as in training), CHW, 0..1. A frame at
+/// least twice the input's side is first averaged down by whole blocks (cheap) while its short
+/// side stays at least the input's, so the finer resize works on a few hundred pixels.
 fn frame_tensor(frame: &RgbImage, side: usize) -> Vec<f32> {
     let s = side as u32;
-    let bin = frame.width().min(frame.height()) / (2 * s);
+    let bin = frame.width().min(frame.height()) / s;
     let binned;
     let frame = if bin > 1 {
         binned = crate::localize::binned_image(frame, bin);

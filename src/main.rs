@@ -51,10 +51,14 @@ struct RunArgs {
     /// Model manifest (RON), overriding the profile's.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron)
-    /// instead of the classical localizer.
+    /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron);
+    /// default: the profile's detector for camera and file sources.
     #[arg(long)]
     detector: Option<PathBuf>,
+    /// Find the cells with the classical localizer (nuclear stain) even where the profile names a
+    /// detector.
+    #[arg(long, conflicts_with = "detector")]
+    classical: bool,
 }
 
 #[derive(Subcommand)]
@@ -109,10 +113,13 @@ enum Command {
         /// Write each frame with its found boxes drawn (those matching no expert box labelled FP, missed expert boxes in magenta) into this folder as <frame name>.png.
         #[arg(long)]
         annotate: Option<PathBuf>,
-        /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron)
-        /// instead of the classical localizer.
+        /// Find the cells with this learned detector (manifest, e.g. models/wbc-detector.ron);
+        /// default: the profile's detector.
         #[arg(long)]
         detector: Option<PathBuf>,
+        /// Score the classical localizer (nuclear stain) even where the profile names a detector.
+        #[arg(long, conflicts_with = "detector")]
+        classical: bool,
     },
     /// Timings and memory of each stage (one core); with --soak, the soak test instead.
     Bench {
@@ -137,7 +144,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         soak_every: u64,
         /// Also time localization with this learned detector (manifest, e.g.
-        /// models/wbc-detector.ron).
+        /// models/wbc-detector.ron); default: the profile's detector.
         #[arg(long)]
         detector: Option<PathBuf>,
     },
@@ -224,8 +231,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             board,
             annotate,
             detector,
+            classical,
         }) => detect_eval_cmd(
-            &images, &labels, &format, json, um_per_px, board, annotate, detector,
+            &images,
+            &labels,
+            &format,
+            json,
+            um_per_px,
+            board,
+            annotate,
+            LocalizerChoice {
+                detector,
+                classical,
+            },
         ),
         Some(Command::Bench {
             json,
@@ -258,8 +276,49 @@ fn load_detector(
 ) -> Result<Option<std::sync::Arc<marrowscope::detect::WbcDetector>>> {
     let Some(path) = path else { return Ok(None) };
     let detector = marrowscope::detect::WbcDetector::load(&path)?;
-    log::info!("white cells found by {}", detector.manifest().name);
+    log::info!(
+        "white cells found by {} ({})",
+        detector.manifest().name,
+        path.display()
+    );
     Ok(Some(std::sync::Arc::new(detector)))
+}
+
+/// What the command line says about the localizer: `--detector RON` or `--classical`.
+struct LocalizerChoice {
+    detector: Option<PathBuf>,
+    classical: bool,
+}
+
+impl LocalizerChoice {
+    /// The detector that finds the cells: the one `--detector` names; none with `--classical`
+    /// or on a drawn source (the virtual slide, which the detector was not trained on);
+    /// otherwise the profile's.
+    fn detector_path(self, profile: &BoardProfile, drawn_source: bool) -> Option<PathBuf> {
+        match self {
+            LocalizerChoice {
+                detector: Some(path),
+                ..
+            } => Some(path),
+            LocalizerChoice {
+                classical: true, ..
+            } => None,
+            _ if drawn_source => None,
+            _ => profile.detector_path(),
+        }
+    }
+
+    fn load(
+        self,
+        profile: &BoardProfile,
+        drawn_source: bool,
+    ) -> Result<Option<std::sync::Arc<marrowscope::detect::WbcDetector>>> {
+        let detector = load_detector(self.detector_path(profile, drawn_source))?;
+        if detector.is_none() {
+            log::info!("white cells found by the classical localizer (nuclear stain)");
+        }
+        Ok(detector)
+    }
 }
 
 fn load_profile(board: Option<PathBuf>) -> Result<BoardProfile> {
@@ -330,6 +389,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         fps,
         model,
         detector,
+        classical,
     } = args;
     let profile = load_profile(board)?;
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
@@ -346,7 +406,11 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         report_dir: report.unwrap_or_else(|| PathBuf::from(&profile.report_dir)),
         annotate,
         progress: true,
-        detector: load_detector(detector)?,
+        detector: LocalizerChoice {
+            detector,
+            classical,
+        }
+        .load(&profile, truth.is_some())?,
     };
     let mut display = open_display(&profile.display, &opts.report_dir)?;
     let mut controls = open_controls(&profile)?;
@@ -598,7 +662,7 @@ fn detect_eval_cmd(
     um_per_px: Option<f32>,
     board: Option<PathBuf>,
     annotate: Option<PathBuf>,
-    detector: Option<PathBuf>,
+    choice: LocalizerChoice,
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let Some(format) = LabelFormat::parse(format) else {
@@ -608,7 +672,7 @@ fn detect_eval_cmd(
     let manifest = ModelManifest::load(&profile.model_path()).ok();
     let crop_um = manifest.map_or(20.0, |m| m.crop_um);
     let mut localizer = Localizer::new(profile.localizer.clone(), crop_um);
-    if let Some(detector) = load_detector(detector)? {
+    if let Some(detector) = choice.load(&profile, false)? {
         localizer = localizer.with_detector(detector);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(images)
@@ -690,7 +754,7 @@ fn bench_cmd(
         frames,
         batches,
         process_start: *PROCESS_START.get_or_init(std::time::Instant::now),
-        detector,
+        detector: detector.or_else(|| profile.detector_path()),
     };
     let r = marrowscope::bench::run_bench(&profile, &manifest_path(&profile, model), &opts)?;
     if json {
@@ -713,11 +777,20 @@ fn bench_cmd(
         );
     }
     println!(
-        "  localize: {:.2} ms per megapixel",
-        r.localize_ms_per_megapixel
+        "  localize (classical): {:.2} ms per megapixel at {}x{}, {:.2} at 640x480",
+        r.localize_ms_per_megapixel,
+        r.frame_width,
+        r.frame_height,
+        r.localize_640x480_ms_per_megapixel
     );
-    if let Some(d) = r.detector_localize_ms_per_megapixel {
-        println!("  localize with the learned detector: {d:.2} ms per megapixel");
+    if let (Some(d), Some(small)) = (
+        r.detector_localize_ms_per_megapixel,
+        r.detector_localize_640x480_ms_per_megapixel,
+    ) {
+        println!(
+            "  localize with the learned detector: {d:.2} ms per megapixel at {}x{}, {small:.2} at 640x480",
+            r.frame_width, r.frame_height
+        );
     }
     println!(
         "  end to end at {}x{}: {:.1} frames/s over {} frames ({:.1} cells and {:.1} crops classified per frame; synthesizing a frame took {:.1} ms more)",
@@ -775,8 +848,12 @@ fn soak_cmd(
 fn check_cmd(board: &Path) -> Result<()> {
     let profile = BoardProfile::load(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
+    let localizer = match load_detector(profile.detector_path())? {
+        Some(d) => format!("detector {}", d.manifest().name),
+        None => "classical localizer".to_string(),
+    };
     println!(
-        "{}: ok (board {:?}, model {} with {} classes, {:.3} µm/px, crop {:.1} µm)",
+        "{}: ok (board {:?}, model {} with {} classes, {:.3} µm/px, crop {:.1} µm, {localizer})",
         board.display(),
         profile.name,
         classifier.manifest().name,

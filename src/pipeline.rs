@@ -83,6 +83,13 @@ pub struct Station<'a> {
     pub controls: &'a mut dyn Controls,
 }
 
+/// What finds the cells in this run, as the report names it.
+fn localizer_name(opts: &RunOptions) -> String {
+    opts.detector
+        .as_ref()
+        .map_or_else(|| "classical".to_string(), |d| d.manifest().name.clone())
+}
+
 /// Runs the live loop until the source ends, the frame limit, the count target or the operator
 /// quits.
 pub fn run(
@@ -267,6 +274,7 @@ pub fn run(
         summary.frames,
         summary.skipped_out_of_focus + summary.corrupt_frames,
         &classifier.manifest().name,
+        &localizer_name(opts),
         &status.source,
     );
     report::write_report(&opts.report_dir, &tally, &diff)?;

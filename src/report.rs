@@ -44,6 +44,8 @@ pub struct Differential {
     pub frames: u64,
     pub skipped_frames: u64,
     pub model: String,
+    /// What found the cells: the learned detector's name, or "classical".
+    pub localizer: String,
     pub source: String,
 }
 
@@ -53,6 +55,7 @@ impl Differential {
         frames: u64,
         skipped: u64,
         model: &str,
+        localizer: &str,
         source: &str,
     ) -> Differential {
         let counts = tally.counts();
@@ -75,6 +78,7 @@ impl Differential {
             frames,
             skipped_frames: skipped,
             model: model.to_string(),
+            localizer: localizer.to_string(),
             source: source.to_string(),
         }
     }

@@ -55,6 +55,13 @@ def parse_args(argv=None):
     ap.add_argument("--min-precision", type=float, default=0.96,
                     help="threshold: the lowest whose held-back precision reaches this (recall first)")
     ap.add_argument("--checkpoint", help="skip training: pick the threshold for this detector.pt and export")
+    ap.add_argument("--giou", type=float, default=0.0,
+                    help="weight of a GIoU loss on the decoded boxes (beside L1 on offset and log size)")
+    ap.add_argument("--crop-share", type=float, default=0.5,
+                    help="share of training samples cut to a zoom-in crop (which cuts cells at its edges)")
+    ap.add_argument("--keep-visible", type=float, default=0.4,
+                    help="a cell the crop cuts stays a target while this share of its box is in view (the "
+                         "experts box even thin slivers of cells at the frame edge)")
     return ap.parse_args(argv)
 
 
@@ -113,10 +120,10 @@ def read_rgb(path, longest=None):
         return np.asarray(im)
 
 
-def augment(img, boxes, rng):
+def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
     """Random zoom-in crop, flips, quarter turns and colour jitter; boxes follow."""
     h, w = img.shape[:2]
-    if rng.random() < 0.5:
+    if rng.random() < crop_share:
         s = rng.uniform(0.55, 1.0)
         cw, ch = int(w * s), int(h * s)
         x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
@@ -124,7 +131,7 @@ def augment(img, boxes, rng):
         px = boxes * [w, h, w, h]
         x_lo, x_hi = np.clip(px[:, 0] - px[:, 2] / 2, x0, x0 + cw), np.clip(px[:, 0] + px[:, 2] / 2, x0, x0 + cw)
         y_lo, y_hi = np.clip(px[:, 1] - px[:, 3] / 2, y0, y0 + ch), np.clip(px[:, 1] + px[:, 3] / 2, y0, y0 + ch)
-        keep = ((x_hi - x_lo) * (y_hi - y_lo)) > 0.4 * px[:, 2] * px[:, 3]
+        keep = ((x_hi - x_lo) * (y_hi - y_lo)) > keep_visible * px[:, 2] * px[:, 3]
         boxes = np.stack([((x_lo + x_hi) / 2 - x0) / cw, ((y_lo + y_hi) / 2 - y0) / ch,
                           (x_hi - x_lo) / cw, (y_hi - y_lo) / ch], 1)[keep].astype(np.float32)
     if rng.random() < 0.5:
@@ -164,12 +171,12 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
-def batch_of(items, size, rng, train):
+def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4):
     grid = size // STRIDE
     xs, heats, idxs, regs = [], [], [], []
     for img, boxes in items:
         if train:
-            img, boxes = augment(img, boxes, rng)
+            img, boxes = augment(img, boxes, rng, crop_share, keep_visible)
         xs.append(to_input(img, size))
         h, i, r = targets(boxes, grid)
         heats.append(h)
@@ -223,7 +230,22 @@ def focal_loss(pred, gt):
     return -(pos_loss.sum() + neg_loss.sum()) / n
 
 
-def loss_of(out, heat, idxs, regs):
+def giou_loss(pred, want):
+    """Mean 1 - GIoU of boxes given as (offset x, offset y, log w, log h) in grid units around the
+    same grid cell (the cell's corner cancels out)."""
+    def corners(b):
+        w, h = b[:, 2].clamp(max=6.0).exp(), b[:, 3].clamp(max=6.0).exp()
+        return b[:, 0] - w / 2, b[:, 1] - h / 2, b[:, 0] + w / 2, b[:, 1] + h / 2
+    px0, py0, px1, py1 = corners(pred)
+    tx0, ty0, tx1, ty1 = corners(want)
+    inter = (torch.min(px1, tx1) - torch.max(px0, tx0)).clamp(min=0) * (torch.min(py1, ty1) - torch.max(py0, ty0)).clamp(min=0)
+    union = (px1 - px0) * (py1 - py0) + (tx1 - tx0) * (ty1 - ty0) - inter
+    hull = (torch.max(px1, tx1) - torch.min(px0, tx0)) * (torch.max(py1, ty1) - torch.min(py0, ty0))
+    giou = inter / union - (hull - union) / hull
+    return (1 - giou).mean()
+
+
+def loss_of(out, heat, idxs, regs, giou_weight=0.0):
     loss = focal_loss(out[:, 0], heat)
     box = out[:, 1:].flatten(2)
     preds, want = [], []
@@ -234,6 +256,8 @@ def loss_of(out, heat, idxs, regs):
     if preds:
         p, t = torch.cat(preds), torch.cat(want)
         loss = loss + F.l1_loss(p[:, :2], t[:, :2]) + F.l1_loss(p[:, 2:], t[:, 2:])
+        if giou_weight:
+            loss = loss + giou_weight * giou_loss(p, t)
     return loss
 
 
@@ -241,7 +265,7 @@ def loss_of(out, heat, idxs, regs):
 
 def decode(out, threshold):
     """Boxes (x0, y0, x1, y1, score) normalized 0..1 from one output (5 x G x G): local maxima of the
-    heat map above the threshold (3x3), like the Rust decoder."""
+    heat map above the threshold (3x3), boxes clipped to the frame, like the Rust decoder."""
     heat = out[0:1]
     peaks = (heat == F.max_pool2d(heat[None], 3, 1, 1)[0]) & (heat >= threshold)
     grid = out.shape[-1]
@@ -249,8 +273,10 @@ def decode(out, threshold):
     for _, gy, gx in peaks.nonzero().tolist():
         ox, oy, lw, lh = out[1:, gy, gx].tolist()
         cx, cy = (gx + ox) / grid, (gy + oy) / grid
-        w, h = math.exp(lw) / grid, math.exp(lh) / grid
-        found.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, float(heat[0, gy, gx])))
+        w, h = math.exp(min(max(lw, -4.0), 6.0)) / grid, math.exp(min(max(lh, -4.0), 6.0)) / grid
+        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        if x1 > x0 and y1 > y0:
+            found.append((x0, y0, x1, y1, float(heat[0, gy, gx])))
     return found
 
 
@@ -359,8 +385,9 @@ def main(argv=None):
         order = rng.permutation(len(train_px))
         total = 0.0
         for k in range(0, len(order), args.batch):
-            x, heat, idxs, regs = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng, True)
-            loss = loss_of(model(x), heat, idxs, regs)
+            x, heat, idxs, regs = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng, True,
+                                           args.crop_share, args.keep_visible)
+            loss = loss_of(model(x), heat, idxs, regs, args.giou)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -89,6 +89,14 @@ pub fn write_board(dir: &Path, um_per_px: f32, report: &Path) -> PathBuf {
     );
     let text = replaced(
         &text,
+        "detector: Some(\"../models/wbc-detector.ron\")",
+        &format!(
+            "detector: Some({:?})",
+            repo().join("models/wbc-detector.ron").display().to_string()
+        ),
+    );
+    let text = replaced(
+        &text,
         "display: Png(path: \"screen.png\", width: 320, height: 240)",
         "display: None",
     );
