@@ -127,11 +127,12 @@ pub fn run_bench(
         .collect();
     let localize_ms_per_megapixel = time_localize(&localizer, &frames, um);
     let localize_640x480_ms_per_megapixel = time_localize(&localizer, &small, um);
-    let detector = match &opts.detector {
-        Some(path) => Some(std::sync::Arc::new(crate::detect::WbcDetector::load(path)?)),
-        None => None,
-    };
-    let with_detector = detector.map(|d| localizer.clone().with_detector(d));
+    let detector = opts
+        .detector
+        .as_deref()
+        .map(crate::detect::WbcDetector::load)
+        .transpose()?;
+    let with_detector = detector.map(|d| localizer.clone().with_detector(std::sync::Arc::new(d)));
     let detector_localize_ms_per_megapixel = with_detector
         .as_ref()
         .map(|l| time_localize(l, &frames, um));
@@ -207,16 +208,15 @@ fn time_classify(
     })
 }
 
-/// Localization time per megapixel over frames spread along the stage path: the median of
-/// repeated passes over the same frames (at least 5 passes and 1.5 s), so one slow moment on a
-/// shared machine does not set the figure.
-/// Eight frames spread along the pan, for the localization timings.
+/// Eight frames spread along the stage path, for the localization timings.
 fn localization_frames(source: &VirtualSlideSource) -> Vec<RgbImage> {
     let poses: Vec<StagePose> = source.path().iter().step_by(37).take(8).copied().collect();
     poses.iter().map(|p| source.render(p)).collect()
 }
 
-/// Median time to localize `frames` (of scale `um`), ms per megapixel.
+/// Localization time per megapixel of `frames` (of scale `um`): the median of repeated passes over
+/// the same frames (at least 5 passes and 1.5 s), so one slow moment on a shared machine does not
+/// set the figure.
 fn time_localize(localizer: &Localizer, frames: &[RgbImage], um: f32) -> f64 {
     let megapixels: f64 = frames
         .iter()

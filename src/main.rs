@@ -295,16 +295,12 @@ impl LocalizerChoice {
     /// or on a drawn source (the virtual slide, which the detector was not trained on);
     /// otherwise the profile's.
     fn detector_path(self, profile: &BoardProfile, drawn_source: bool) -> Option<PathBuf> {
-        match self {
-            LocalizerChoice {
-                detector: Some(path),
-                ..
-            } => Some(path),
-            LocalizerChoice {
-                classical: true, ..
-            } => None,
-            _ if drawn_source => None,
-            _ => profile.detector_path(),
+        if self.detector.is_some() {
+            self.detector
+        } else if self.classical || drawn_source {
+            None
+        } else {
+            profile.detector_path()
         }
     }
 
@@ -410,6 +406,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
             detector,
             classical,
         }
+        // Only the virtual slide, a drawn source, comes with a truth.
         .load(&profile, truth.is_some())?,
     };
     let mut display = open_display(&profile.display, &opts.report_dir)?;
