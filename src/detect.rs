@@ -7,7 +7,7 @@
 
 use crate::classify::{load_manifest, parse_manifest, verified_model, ClassifyError};
 use crate::localize::BoxPx;
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,8 +110,8 @@ impl WbcDetector {
             plan,
             model_path,
         };
-        let s = detector.manifest.input_size as u32;
-        let got = detector.run(&RgbImage::new(s, s))?.len();
+        let s = detector.manifest.input_size;
+        let got = detector.run(vec![0.0; 3 * s * s])?.len();
         let want = OUTPUT_CHANNELS * detector.manifest.grid().pow(2);
         if got != want {
             return Err(ClassifyError::Load {
@@ -128,17 +128,18 @@ impl WbcDetector {
 
     /// White cells in a frame, boxes in frame pixels.
     pub fn detect(&self, frame: &RgbImage) -> Result<Vec<Detection>, ClassifyError> {
-        self.detect_in(frame, (frame.width() as f32, frame.height() as f32))
+        let size = (frame.width() as f32, frame.height() as f32);
+        self.detect_in(Picture::of_frame(frame), size)
     }
 
-    /// White cells in `picture`, a shrunk copy of a frame of `frame_size` (width, height) pixels;
-    /// boxes in that frame's pixels.
-    pub fn detect_in(
+    /// White cells in `picture`, the frame or a shrunk copy of a frame of `frame_size` (width,
+    /// height) pixels; boxes in that frame's pixels.
+    pub fn detect_in<T: Copy + Into<f32>>(
         &self,
-        picture: &RgbImage,
+        picture: Picture<'_, T>,
         frame_size: (f32, f32),
     ) -> Result<Vec<Detection>, ClassifyError> {
-        let out = self.run(picture)?;
+        let out = self.run(frame_tensor(picture, self.manifest.input_size))?;
         Ok(decode(
             &out,
             self.manifest.grid(),
@@ -147,10 +148,9 @@ impl WbcDetector {
         ))
     }
 
-    /// The network's raw output (channels × grid × grid) for a frame.
-    fn run(&self, frame: &RgbImage) -> Result<Vec<f32>, ClassifyError> {
+    /// The network's raw output (channels × grid × grid) for its input (CHW, 0..1).
+    fn run(&self, input: Vec<f32>) -> Result<Vec<f32>, ClassifyError> {
         let s = self.manifest.input_size;
-        let input = frame_tensor(frame, s);
         let tensor = Tensor::from_shape(&[1, 3, s, s], &input)
             .map_err(|e| ClassifyError::Inference(e.to_string()))?;
         let result = self
@@ -164,34 +164,110 @@ impl WbcDetector {
     }
 }
 
-/// The whole frame stretched to side × side (antialiased, as in training), CHW, 0..1. A frame at
-/// least twice the input's side is first averaged down by whole blocks (cheap) while its short
-/// side stays at least the input's, so the finer resize works on a few hundred pixels.
-fn frame_tensor(frame: &RgbImage, side: usize) -> Vec<f32> {
-    let s = side as u32;
-    let bin = frame.width().min(frame.height()) / s;
-    let binned;
-    let frame = if bin > 1 {
-        binned = crate::localize::binned_image(frame, bin);
-        &binned
-    } else {
-        frame
-    };
-    let resized;
-    let img = if frame.dimensions() == (s, s) {
-        frame
-    } else {
-        resized = imageops::resize(frame, s, s, imageops::FilterType::Triangle);
-        &resized
-    };
+/// An RGB picture as interleaved samples (0..255), rows top to bottom: a camera frame's bytes, or
+/// the float block means of a binned frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Picture<'a, T> {
+    pub width: usize,
+    pub height: usize,
+    pub samples: &'a [T],
+}
+
+impl<'a> Picture<'a, u8> {
+    pub fn of_frame(frame: &'a RgbImage) -> Self {
+        Picture {
+            width: frame.width() as usize,
+            height: frame.height() as usize,
+            samples: frame.as_raw(),
+        }
+    }
+}
+
+/// The whole picture stretched to side × side, CHW, 0..1, with the antialiased bilinear filter the
+/// network was trained with (PyTorch's `interpolate(mode="bilinear", antialias=True)`: a triangle
+/// as wide as the scale). Separable: the rows are filtered down first (byte rows, a loop the
+/// compiler vectorizes), then across.
+pub fn frame_tensor<T: Copy + Into<f32>>(picture: Picture<'_, T>, side: usize) -> Vec<f32> {
+    let (width, height) = (picture.width, picture.height);
+    if width == 0 || height == 0 {
+        return vec![0.0; 3 * side * side];
+    }
+    let row_len = width * 3;
+    let raw = &picture.samples[..row_len * height];
+    // Each source row, turned into floats once, is added to the output rows that draw on it.
+    let mut uses: Vec<Vec<(usize, f32)>> = vec![Vec::new(); height];
+    for (out_row, taps) in triangle_taps(height, side).iter().enumerate() {
+        for (k, &w) in taps.weights.iter().enumerate() {
+            if w > 0.0 {
+                uses[taps.first + k].push((out_row, w));
+            }
+        }
+    }
+    let mut rows = vec![0f32; side * row_len];
+    let mut source = vec![0f32; row_len];
+    for (bytes, uses) in raw.chunks_exact(row_len).zip(&uses) {
+        if uses.is_empty() {
+            continue;
+        }
+        for (v, &sample) in source.iter_mut().zip(bytes) {
+            *v = sample.into();
+        }
+        for &(out_row, w) in uses {
+            let row = &mut rows[out_row * row_len..(out_row + 1) * row_len];
+            for (acc, &v) in row.iter_mut().zip(&source) {
+                *acc += w * v;
+            }
+        }
+    }
+    let across_taps = triangle_taps(width, side);
     let plane = side * side;
     let mut data = vec![0f32; 3 * plane];
-    for (i, px) in img.pixels().enumerate() {
-        for c in 0..3 {
-            data[c * plane + i] = px.0[c] as f32 / 255.0;
+    for (y, row) in rows.chunks_exact(row_len).enumerate() {
+        for (x, taps) in across_taps.iter().enumerate() {
+            let span = &row[taps.first * 3..(taps.first + taps.weights.len()) * 3];
+            let mut sum = [0f32; 3];
+            for (px, &w) in span.chunks_exact(3).zip(&taps.weights) {
+                sum[0] += w * px[0];
+                sum[1] += w * px[1];
+                sum[2] += w * px[2];
+            }
+            for (c, v) in sum.iter().enumerate() {
+                data[c * plane + y * side + x] = v / 255.0;
+            }
         }
     }
     data
+}
+
+/// The source pixels one output pixel of a resize draws on, and their weights (summing to 1).
+#[derive(Debug, Clone, PartialEq)]
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
+}
+
+/// Taps of the antialiased bilinear resize from `source` to `target` pixels along one axis: a
+/// triangle `scale` wide around each output pixel's centre when shrinking, plain linear
+/// interpolation when enlarging (the rule of PyTorch and PIL).
+fn triangle_taps(source: usize, target: usize) -> Vec<Taps> {
+    let scale = source as f64 / target as f64;
+    let support = scale.max(1.0);
+    (0..target)
+        .map(|i| {
+            let centre = scale * (i as f64 + 0.5);
+            let first = ((centre - support + 0.5).floor().max(0.0)) as usize;
+            let end = ((centre + support + 0.5).floor() as usize).min(source);
+            let raw: Vec<f64> = (first..end)
+                .map(|j| (1.0 - ((j as f64 + 0.5 - centre) / support).abs()).max(0.0))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let weights = raw
+                .iter()
+                .map(|w| if total > 0.0 { (w / total) as f32 } else { 0.0 })
+                .collect();
+            Taps { first, weights }
+        })
+        .collect()
 }
 
 /// Boxes from the output: every heat-map cell at or above `threshold` that is the largest of its
@@ -300,6 +376,83 @@ mod tests {
         let b = decode(&out, 4, 0.3, (100.0, 100.0))[0].bbox;
         assert_eq!((b.x0, b.y0), (0.0, 0.0));
         assert!(b.x1 > 0.0 && b.x1 <= 100.0);
+    }
+
+    /// A 7 × 5 test picture with distinct values in every sample.
+    fn test_frame() -> RgbImage {
+        RgbImage::from_fn(7, 5, |x, y| {
+            image::Rgb([0, 1, 2].map(|c| ((x * 37 + y * 91 + c * 50) % 256) as u8))
+        })
+    }
+
+    #[test]
+    fn the_resize_is_the_one_the_network_was_trained_with() {
+        // torch.nn.functional.interpolate(frame / 255, size=(3, 3), mode="bilinear",
+        // align_corners=False, antialias=True) of the test picture (PyTorch 2.x), first and
+        // last channel; and the first row of the first channel enlarged to 8 × 8.
+        let tensor = frame_tensor(Picture::of_frame(&test_frame()), 3);
+        let red = [
+            0.277311, 0.562926, 0.561104, 0.495487, 0.387876, 0.503828, 0.394958, 0.537156,
+            0.443137,
+        ];
+        let blue = [
+            0.577271, 0.541704, 0.410324, 0.401618, 0.484762, 0.625086, 0.664186, 0.43157, 0.405042,
+        ];
+        for (got, want) in tensor[..9]
+            .iter()
+            .chain(&tensor[18..])
+            .zip(red.iter().chain(&blue))
+        {
+            assert!((got - want).abs() < 1e-5, "{tensor:?}");
+        }
+        let enlarged = frame_tensor(Picture::of_frame(&test_frame()), 8);
+        let first_row = [
+            0.0, 0.117892, 0.244853, 0.371814, 0.498775, 0.625735, 0.752696, 0.870588,
+        ];
+        for (got, want) in enlarged[..8].iter().zip(first_row) {
+            assert!((got - want).abs() < 1e-5, "{:?}", &enlarged[..8]);
+        }
+    }
+
+    #[test]
+    fn float_block_means_resize_like_the_same_bytes() {
+        let frame = test_frame();
+        let floats: Vec<f32> = frame.as_raw().iter().map(|&b| b as f32).collect();
+        let as_floats = Picture {
+            width: 7,
+            height: 5,
+            samples: &floats[..],
+        };
+        assert_eq!(
+            frame_tensor(as_floats, 4),
+            frame_tensor(Picture::of_frame(&frame), 4)
+        );
+    }
+
+    #[test]
+    fn an_empty_picture_gives_a_blank_input() {
+        let empty = Picture::<u8> {
+            width: 0,
+            height: 0,
+            samples: &[],
+        };
+        assert_eq!(frame_tensor(empty, 4), vec![0.0; 48]);
+    }
+
+    #[test]
+    fn resize_taps_sum_to_one_and_stay_inside_the_source() {
+        for (source, target) in [(640, 160), (480, 160), (575, 160), (100, 160), (160, 160)] {
+            for taps in triangle_taps(source, target) {
+                assert!(taps.first + taps.weights.len() <= source);
+                assert!((taps.weights.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+        }
+        // Same size: each output pixel is its own source pixel.
+        let same = triangle_taps(5, 5);
+        assert!(same
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.first == i && t.weights[0] == 1.0));
     }
 
     #[test]

@@ -119,23 +119,20 @@ impl Localizer {
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
         if let Some(detector) = &self.detector {
-            // The binned frame serves as the detector's picture while it has at least twice the
-            // input's side (the detector would bin it down that far itself).
+            // The binned frame's block means serve as the detector's picture while they still
+            // have the input's side (a fraction of the resize's work; the resize's triangle is
+            // at least a block wide, so the blocks blur its input little).
             let side = detector.manifest().input_size as u32;
-            let picture = if binned.width.min(binned.height) >= 2 * side {
-                std::borrow::Cow::Owned(binned.to_image())
-            } else {
-                std::borrow::Cow::Borrowed(frame)
-            };
             let size = (frame.width() as f32, frame.height() as f32);
+            let found = if bin > 1 && binned.width.min(binned.height) >= side {
+                // The blocks cover the frame but for the last bin - 1 columns and rows at most.
+                let covered = ((binned.width * bin) as f32, (binned.height * bin) as f32);
+                detector.detect_in(binned.picture(), covered)
+            } else {
+                detector.detect(frame)
+            };
             return Localization {
-                cells: detected_cells(
-                    detector.detect_in(&picture, size),
-                    &mask,
-                    size,
-                    bin,
-                    um_per_px,
-                ),
+                cells: detected_cells(found, &mask, size, bin, um_per_px),
                 focus,
                 out_of_focus: false,
             };
@@ -434,23 +431,13 @@ impl BinnedRgb {
     fn brightness_at(&self, x: u32, y: u32) -> usize {
         self.brightness[(y * self.width + x) as usize] as usize
     }
-}
-
-/// The frame shrunk by averaging bin × bin blocks (columns and rows past the last whole block are
-/// left out): a cheap first step before a finer resize.
-pub fn binned_image(frame: &RgbImage, bin: u32) -> RgbImage {
-    binned_rgb(frame, bin).to_image()
-}
-
-impl BinnedRgb {
-    /// The block means as an 8-bit picture.
-    fn to_image(&self) -> RgbImage {
-        let bytes = self
-            .pixels
-            .iter()
-            .flat_map(|p| p.map(|v| (v + 0.5) as u8))
-            .collect();
-        RgbImage::from_raw(self.width, self.height, bytes).expect("buffer sized to the image")
+    /// The block means as the detector's picture.
+    fn picture(&self) -> crate::detect::Picture<'_, f32> {
+        crate::detect::Picture {
+            width: self.width as usize,
+            height: self.height as usize,
+            samples: self.pixels.as_flattened(),
+        }
     }
 }
 

@@ -178,6 +178,14 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
         &["--json", "--classical"],
     ));
     assert!(classical.2 < named.2, "{classical:?} {named:?}");
+    // The fast variant (the Pi Zero's profile) is within about a box of it here (27 boxes) and
+    // far better than the classical one.
+    let fast = scores(eval(&manifest.with_file_name("wbc-detector-fast.ron")));
+    assert!(fast.0 >= 0.9 && fast.1 >= 0.9, "{fast:?}");
+    assert!(
+        fast.2 > classical.2 && fast.2 >= named.2 - 0.04,
+        "{fast:?} {named:?}"
+    );
     // A manifest whose hash does not match its model is refused in one line.
     let bad = tmp.path().join("wbc-detector.ron");
     let text = std::fs::read_to_string(&manifest).unwrap();

@@ -11,8 +11,9 @@ never seen: `marrowscope detect-eval --detector` measures on them.
   detector.py --out runs/det [--epochs 60] [--size 256] [--ship models/]
   detector.py --out /tmp/d --epochs 1 --limit 24      # smoke test (CI)
 
-Writes OUT/detector.pt, OUT/wbc-detector.onnx and OUT/wbc-detector.ron (input size, stride,
-threshold, sha256), and with --ship copies the two model files there.
+Writes OUT/detector.pt, OUT/BASENAME.onnx and OUT/BASENAME.ron (BASENAME: --basename, default
+wbc-detector; the manifest holds input size, stride, threshold, sha256), and with --ship copies the
+two model files there.
 """
 import argparse
 import hashlib
@@ -51,7 +52,9 @@ def parse_args(argv=None):
     ap.add_argument("--limit", type=int, help="use only this many frames (smoke test)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ship", help="copy wbc-detector.onnx and .ron here (e.g. models/)")
+    ap.add_argument("--ship", help="copy BASENAME.onnx and .ron here (e.g. models/)")
+    ap.add_argument("--basename", default="wbc-detector", help="file name of the exported model and manifest")
+    ap.add_argument("--name", default="marrowscope-wbc-centre-detector", help="the detector's name in its manifest")
     ap.add_argument("--min-precision", type=float, default=0.96,
                     help="threshold: the lowest whose held-back precision reaches this (recall first)")
     ap.add_argument("--checkpoint", help="skip training: pick the threshold for this detector.pt and export")
@@ -62,6 +65,9 @@ def parse_args(argv=None):
     ap.add_argument("--keep-visible", type=float, default=0.4,
                     help="a cell the crop cuts stays a target while this share of its box is in view (the "
                          "experts box even thin slivers of cells at the frame edge)")
+    ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
+                    help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
+                         "convolution (about half the multiply-adds, for small boards)")
     return ap.parse_args(argv)
 
 
@@ -192,13 +198,20 @@ def conv(cin, cout, stride=1):
 
 
 class Detector(nn.Module):
-    """Backbone to stride 32, top-down merge back to stride 8, heads: heat, offset x/y, log w/h."""
+    """Backbone to stride 32, top-down merge back to stride 8, heads: heat, offset x/y, log w/h.
+    stem 2: two 3x3 stride-2 convolutions and one more 3x3 reach stride 4 (the costly part: half of
+    the multiply-adds run at strides 2 and 4); stem 4: one 4x4 stride-4 convolution on the pixels
+    (each output sees its own 4x4 patch), about half the multiply-adds of the whole network."""
 
-    def __init__(self, widths=(16, 24, 32, 48, 64), head=32):
+    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2):
         super().__init__()
         w1, w2, w3, w4, w5 = widths
-        self.s2 = conv(3, w1, 2)
-        self.s4 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
+        if stem == 4:
+            self.s2 = nn.Identity()
+            self.s4 = nn.Sequential(nn.Conv2d(3, w2, 4, 4, 0, bias=False), nn.BatchNorm2d(w2), nn.ReLU(inplace=True))
+        else:
+            self.s2 = conv(3, w1, 2)
+            self.s4 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
         self.s8 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3))
         self.s16 = nn.Sequential(conv(w3, w4, 2), conv(w4, w4))
         self.s32 = nn.Sequential(conv(w4, w5, 2), conv(w5, w5))
@@ -340,11 +353,11 @@ def export(model, size, path):
                       opset_version=13, dynamo=False)
 
 
-def write_manifest(path, onnx_path, size, threshold, metrics):
+def write_manifest(path, name, onnx_path, size, threshold, metrics):
     met = ", ".join(f'"{k}": {round(float(v), 4)}' for k, v in metrics.items())
     path.write_text(
         "(\n"
-        '    name: "marrowscope-wbc-centre-detector",\n'
+        f'    name: "{name}",\n'
         f'    file: "{onnx_path.name}",\n'
         f'    sha256: "{sha256(onnx_path)}",\n'
         f"    input_size: {size},\n"
@@ -372,7 +385,7 @@ def main(argv=None):
     train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
     held_px = [(read_rgb(p), b) for p, b in held]
 
-    model = Detector()
+    model = Detector(stem=args.stem)
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint))
         args.epochs = 0
@@ -403,15 +416,15 @@ def main(argv=None):
 
     threshold, s = pick_threshold(predict(model, held_px, args.size), held_px, args.min_precision)
     print(f"threshold {threshold:.3f}: held-back P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}")
-    onnx_path = out / "wbc-detector.onnx"
+    onnx_path = out / f"{args.basename}.onnx"
     export(model, args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
-    write_manifest(out / "wbc-detector.ron", onnx_path, args.size, round(threshold, 3), metrics)
+    write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
     (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "checkpoint": args.checkpoint,
                                                    "train_frames": len(train), "seconds": time.time() - t0}, indent=1))
     if args.ship:
         ship = Path(args.ship)
-        for name in ("wbc-detector.onnx", "wbc-detector.ron"):
+        for name in (f"{args.basename}.onnx", f"{args.basename}.ron"):
             shutil.copy(out / name, ship / name)
         print(f"shipped to {ship}")
 

@@ -70,9 +70,11 @@ check cached_train "$PY" "$HERE/train_cached.py" train --data "synth=$TMP/data" 
 
 # white-cell detector (issue 4): 24 real TXL-PBC frames, 2 epochs, export, then tract reads it
 check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 --size 128
-# the training options tried on 2026-12-03 (GIoU box loss, more and thinner cut cells) still train
+# the training options tried on 2026-12-03 (GIoU box loss, more and thinner cut cells) still train,
+# and the fast variant (patch stem) exports under its own file name
 check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" --epochs 1 --limit 16 --size 96 \
-  --giou 1 --keep-visible 0.1 --crop-share 0.9
+  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --basename wbc-detector-fast --name fast
+check detector_fast_files test -s "$TMP/det2/wbc-detector-fast.onnx" -a -s "$TMP/det2/wbc-detector-fast.ron"
 check detector_tract "$PY" - "$TMP/det" <<'EOF'
 import sys, re, numpy as np, tract
 from pathlib import Path
