@@ -168,9 +168,20 @@ impl WbcDetector {
 /// the float block means of a binned frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Picture<'a, T> {
-    pub width: usize,
-    pub height: usize,
-    pub samples: &'a [T],
+    width: usize,
+    height: usize,
+    samples: &'a [T],
+}
+
+impl<'a, T> Picture<'a, T> {
+    /// A picture of `width` × `height` pixels; none when `samples` does not hold 3 per pixel.
+    pub fn new(width: usize, height: usize, samples: &'a [T]) -> Option<Self> {
+        (samples.len() == width * height * 3).then_some(Picture {
+            width,
+            height,
+            samples,
+        })
+    }
 }
 
 impl<'a> Picture<'a, u8> {
@@ -185,16 +196,15 @@ impl<'a> Picture<'a, u8> {
 
 /// The whole picture stretched to side × side, CHW, 0..1, with the antialiased bilinear filter the
 /// network was trained with (PyTorch's `interpolate(mode="bilinear", antialias=True)`: a triangle
-/// as wide as the scale). Separable: the rows are filtered down first (byte rows, a loop the
-/// compiler vectorizes), then across.
+/// as wide as the scale). Separable: down the columns first (each source row turned into floats
+/// once and added to the output rows that draw on it, loops the compiler vectorizes), then across.
 pub fn frame_tensor<T: Copy + Into<f32>>(picture: Picture<'_, T>, side: usize) -> Vec<f32> {
     let (width, height) = (picture.width, picture.height);
     if width == 0 || height == 0 {
         return vec![0.0; 3 * side * side];
     }
     let row_len = width * 3;
-    let raw = &picture.samples[..row_len * height];
-    // Each source row, turned into floats once, is added to the output rows that draw on it.
+    let raw = picture.samples;
     let mut uses: Vec<Vec<(usize, f32)>> = vec![Vec::new(); height];
     for (out_row, taps) in triangle_taps(height, side).iter().enumerate() {
         for (k, &w) in taps.weights.iter().enumerate() {
@@ -418,11 +428,8 @@ mod tests {
     fn float_block_means_resize_like_the_same_bytes() {
         let frame = test_frame();
         let floats: Vec<f32> = frame.as_raw().iter().map(|&b| b as f32).collect();
-        let as_floats = Picture {
-            width: 7,
-            height: 5,
-            samples: &floats[..],
-        };
+        let as_floats = Picture::new(7, 5, &floats[..]).unwrap();
+        assert!(Picture::new(7, 4, &floats[..]).is_none());
         assert_eq!(
             frame_tensor(as_floats, 4),
             frame_tensor(Picture::of_frame(&frame), 4)
@@ -431,11 +438,7 @@ mod tests {
 
     #[test]
     fn an_empty_picture_gives_a_blank_input() {
-        let empty = Picture::<u8> {
-            width: 0,
-            height: 0,
-            samples: &[],
-        };
+        let empty = Picture::<u8>::new(0, 0, &[]).unwrap();
         assert_eq!(frame_tensor(empty, 4), vec![0.0; 48]);
     }
 

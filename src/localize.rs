@@ -433,11 +433,9 @@ impl BinnedRgb {
     }
     /// The block means as the detector's picture.
     fn picture(&self) -> crate::detect::Picture<'_, f32> {
-        crate::detect::Picture {
-            width: self.width as usize,
-            height: self.height as usize,
-            samples: self.pixels.as_flattened(),
-        }
+        let (width, height) = (self.width as usize, self.height as usize);
+        crate::detect::Picture::new(width, height, self.pixels.as_flattened())
+            .expect("one mean colour per block")
     }
 }
 
