@@ -155,17 +155,12 @@ impl ConfusionCounter {
                 .sum();
             let precision = ratio(tp, predicted);
             let recall = ratio(tp, support);
-            let f1 = if precision + recall > 0.0 {
-                2.0 * precision * recall / (precision + recall)
-            } else {
-                0.0
-            };
             classes.insert(
                 c.clone(),
                 ClassMetrics {
                     precision,
                     recall,
-                    f1,
+                    f1: f1(precision, recall),
                     support,
                 },
             );
@@ -299,6 +294,21 @@ pub struct DetectionCounts {
     pub true_positives: u64,
     pub false_positives: u64,
     pub false_negatives: u64,
+    /// The same matching, for the boxes clear of the frame edge only.
+    pub in_view: InViewCounts,
+}
+
+/// Boxes clear of the frame edge (see [`BoxPx::clear_of_edge`]): the cells the counter classifies.
+/// A cell cut by the edge is not classified until it is fully in view, so these say how well the
+/// cells that get counted are found. Pairs come from the matching of all boxes.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct InViewCounts {
+    /// Expert boxes clear of the edge, and how many of them a found box was paired with.
+    pub expert: u64,
+    pub expert_found: u64,
+    /// Found boxes clear of the edge, and how many of them were paired with an expert box.
+    pub found: u64,
+    pub found_paired: u64,
 }
 
 /// Detection report in the JSON shape of the command-line contract.
@@ -312,6 +322,19 @@ pub struct DetectionReport {
     pub false_positives: u64,
     pub false_negatives: u64,
     pub skipped_out_of_focus: u64,
+    /// Precision, recall and F1 over the boxes clear of the frame edge (the cells that get
+    /// classified), with their counts.
+    pub in_view: InViewReport,
+}
+
+/// The scores of [`InViewCounts`].
+#[derive(Debug, Clone, Serialize)]
+pub struct InViewReport {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    #[serde(flatten)]
+    pub counts: InViewCounts,
 }
 
 /// What one frame's matching left unpaired: indices of found boxes with no expert box (false
@@ -323,9 +346,15 @@ pub struct FrameMatch {
 }
 
 impl DetectionCounts {
-    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`; adds the frame to the
-    /// counts and says which boxes stayed unpaired.
-    pub fn add_frame(&mut self, predicted: &[BoxPx], truth: &[BoxPx], min_iou: f32) -> FrameMatch {
+    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`; adds the frame (of
+    /// `frame` width × height pixels) to the counts and says which boxes stayed unpaired.
+    pub fn add_frame(
+        &mut self,
+        predicted: &[BoxPx],
+        truth: &[BoxPx],
+        frame: (u32, u32),
+        min_iou: f32,
+    ) -> FrameMatch {
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (i, p) in predicted.iter().enumerate() {
             for (j, t) in truth.iter().enumerate() {
@@ -350,6 +379,20 @@ impl DetectionCounts {
         self.true_positives += tp;
         self.false_positives += predicted.len() as u64 - tp;
         self.false_negatives += truth.len() as u64 - tp;
+        let (w, h) = (frame.0 as f32, frame.1 as f32);
+        let in_view = |boxes: &[BoxPx], used: &[bool]| {
+            let clear = || (0..boxes.len()).filter(|&i| boxes[i].clear_of_edge(w, h));
+            (
+                clear().count() as u64,
+                clear().filter(|&i| used[i]).count() as u64,
+            )
+        };
+        let (expert, expert_found) = in_view(truth, &used_t);
+        let (found, found_paired) = in_view(predicted, &used_p);
+        self.in_view.expert += expert;
+        self.in_view.expert_found += expert_found;
+        self.in_view.found += found;
+        self.in_view.found_paired += found_paired;
         let unpaired = |used: Vec<bool>| (0..used.len()).filter(|&i| !used[i]).collect();
         FrameMatch {
             false_positives: unpaired(used_p),
@@ -366,21 +409,36 @@ impl DetectionCounts {
             self.true_positives,
             self.true_positives + self.false_negatives,
         );
-        let f1 = if precision + recall > 0.0 {
-            2.0 * precision * recall / (precision + recall)
-        } else {
-            0.0
-        };
+        let v = self.in_view;
+        let (view_precision, view_recall) = (
+            ratio(v.found_paired, v.found),
+            ratio(v.expert_found, v.expert),
+        );
         DetectionReport {
             frames: self.frames,
             precision,
             recall,
-            f1,
+            f1: f1(precision, recall),
             true_positives: self.true_positives,
             false_positives: self.false_positives,
             false_negatives: self.false_negatives,
             skipped_out_of_focus,
+            in_view: InViewReport {
+                precision: view_precision,
+                recall: view_recall,
+                f1: f1(view_precision, view_recall),
+                counts: v,
+            },
         }
+    }
+}
+
+/// Harmonic mean of precision and recall (0 when both are 0).
+fn f1(precision: f64, recall: f64) -> f64 {
+    if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
     }
 }
 
@@ -436,7 +494,7 @@ mod tests {
             },
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&p, &t, 0.5);
+        let unpaired = d.add_frame(&p, &t, (100, 100), 0.5);
         assert_eq!(
             unpaired,
             FrameMatch {
@@ -444,7 +502,7 @@ mod tests {
                 missed: vec![],
             }
         );
-        let nothing_found = DetectionCounts::default().add_frame(&[], &t, 0.5);
+        let nothing_found = DetectionCounts::default().add_frame(&[], &t, (100, 100), 0.5);
         assert_eq!(nothing_found.missed, vec![0]);
         let r = d.report(0);
         assert_eq!(
@@ -452,6 +510,48 @@ mod tests {
             (1, 1, 0)
         );
         assert!((r.precision - 0.5).abs() < 1e-9);
+    }
+
+    fn square(x0: f32, y0: f32, side: f32) -> BoxPx {
+        BoxPx {
+            x0,
+            y0,
+            x1: x0 + side,
+            y1: y0 + side,
+        }
+    }
+
+    #[test]
+    fn boxes_at_the_frame_edge_are_left_out_of_the_in_view_scores() {
+        // Expert: a cell in view (found), a cell cut by the left edge (missed), a cell in view
+        // (missed). Found: the first cell, a false box cut by the bottom edge, a false box in view.
+        let truth = [
+            square(20.0, 20.0, 10.0),
+            square(0.0, 40.0, 8.0),
+            square(60.0, 60.0, 10.0),
+        ];
+        let found = [
+            square(20.5, 20.0, 10.0),
+            square(40.0, 92.0, 8.0),
+            square(70.0, 20.0, 10.0),
+        ];
+        let mut d = DetectionCounts::default();
+        d.add_frame(&found, &truth, (100, 100), 0.5);
+        let r = d.report(0);
+        assert_eq!(
+            (r.true_positives, r.false_positives, r.false_negatives),
+            (1, 2, 2)
+        );
+        let v = r.in_view.counts;
+        assert_eq!(
+            (v.expert, v.expert_found, v.found, v.found_paired),
+            (2, 1, 2, 1)
+        );
+        assert!((r.in_view.recall - 0.5).abs() < 1e-9);
+        assert!((r.in_view.precision - 0.5).abs() < 1e-9);
+        assert!(square(1.5, 1.5, 97.0).clear_of_edge(100.0, 100.0));
+        assert!(!square(1.0, 50.0, 10.0).clear_of_edge(100.0, 100.0));
+        assert!(!square(50.0, 50.0, 49.5).clear_of_edge(100.0, 100.0));
     }
 
     #[test]

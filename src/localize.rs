@@ -31,6 +31,11 @@ impl BoxPx {
     pub fn centre(&self) -> (f32, f32) {
         ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
     }
+    /// Whether the box keeps more than a pixel clear of every edge of a frame of `width` × `height`
+    /// pixels: a box that reaches the edge holds a cell cut by it.
+    pub fn clear_of_edge(&self, width: f32, height: f32) -> bool {
+        self.x0 > 1.0 && self.y0 > 1.0 && self.x1 < width - 1.0 && self.y1 < height - 1.0
+    }
     /// Intersection over union with another box.
     pub fn iou(&self, other: &BoxPx) -> f32 {
         let ix = (self.x1.min(other.x1) - self.x0.max(other.x0)).max(0.0);
@@ -262,7 +267,7 @@ fn detected_cells(
                 mask: cell_mask,
                 mask_scale: bin,
                 nucleus_area_um2: nuclear_px as f32 * work_um * work_um,
-                complete: b.x0 > 1.0 && b.y0 > 1.0 && b.x1 < w - 1.0 && b.y1 < h - 1.0,
+                complete: b.clear_of_edge(w, h),
             })
         })
         .collect()

@@ -702,7 +702,7 @@ fn detect_eval_cmd(
             skipped += 1;
         }
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
-        let unpaired = counts.add_frame(&boxes, &truth, 0.5);
+        let unpaired = counts.add_frame(&boxes, &truth, frame.dimensions(), 0.5);
         if !unpaired.false_positives.is_empty() || !unpaired.missed.is_empty() {
             log::debug!(
                 "{}: {} false positive(s), {} missed",
@@ -730,6 +730,18 @@ fn detect_eval_cmd(
             report.false_positives,
             report.false_negatives,
             report.skipped_out_of_focus
+        );
+        let v = &report.in_view;
+        println!(
+            "cells clear of the frame edge (those that get classified): precision={:.4} recall={:.4} f1={:.4} \
+             ({} of {} expert boxes found, {} of {} found boxes paired)",
+            v.precision,
+            v.recall,
+            v.f1,
+            v.counts.expert_found,
+            v.counts.expert,
+            v.counts.found_paired,
+            v.counts.found
         );
     }
     Ok(())

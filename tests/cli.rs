@@ -89,15 +89,14 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     let images = tmp.path().join("images");
     let copied = copy_first(&data.join("frames/bccd/JPEGImages"), &images, BCCD_FRAMES);
     let labels = data.join("frames/bccd/Annotations");
-    let truth: u64 = copied
+    let expert_boxes: Vec<_> = copied
         .iter()
-        .map(|f| {
+        .flat_map(|f| {
             let stem = f.file_stem().unwrap().to_str().unwrap();
-            marrowscope::eval::read_voc_wbc(&labels.join(format!("{stem}.xml")))
-                .unwrap()
-                .len() as u64
+            marrowscope::eval::read_voc_wbc(&labels.join(format!("{stem}.xml"))).unwrap()
         })
-        .sum();
+        .collect();
+    let truth = expert_boxes.len() as u64;
     let annotated = tmp.path().join("annotated");
     let out = detect_eval_voc(
         &images,
@@ -120,6 +119,21 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     let precision = tp / (tp + count("false_positives") as f64);
     assert!((r["precision"].as_f64().unwrap() - precision).abs() < 1e-9);
     assert!((r["recall"].as_f64().unwrap() - tp / truth as f64).abs() < 1e-9);
+    // The in-view scores count the expert boxes clear of the (640 x 480) frame's edge, the cells
+    // that get classified, and the found boxes clear of it.
+    let view = &r["in_view"];
+    let in_view = |key: &str| view[key].as_u64().unwrap();
+    let clear = expert_boxes
+        .iter()
+        .filter(|b| b.clear_of_edge(640.0, 480.0));
+    assert_eq!(in_view("expert"), clear.count() as u64);
+    assert!(in_view("expert_found") <= in_view("expert"));
+    assert!(in_view("found_paired") <= in_view("found").min(count("true_positives")));
+    let view_recall = in_view("expert_found") as f64 / in_view("expert") as f64;
+    assert!(
+        (view["recall"].as_f64().unwrap() - view_recall).abs() < 1e-9,
+        "{view}"
+    );
     // On these frames the default localizer, the profile's detector, finds every white cell and
     // nothing else (all 364: see README).
     assert!(precision >= 0.9 && tp / truth as f64 >= 0.9, "{r}");
