@@ -397,13 +397,17 @@ pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
     stain_of_binned(&binned_rgb(frame, bin))
 }
 
+/// 255 / 3: the stain measure (2 + tb - tr - tg, 0..3) to 0..255, a product rather than a division
+/// per pixel.
+const STAIN_SCALE: f32 = 85.0;
+
 /// The stain channel of a frame already averaged over bin × bin blocks.
 fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
     let white = BackgroundWhite::estimate(binned);
     let (width, height) = (binned.width, binned.height);
-    // The illumination surface's coordinates, worked out once per column and per row.
-    let us: Vec<f32> = (0..width)
-        .map(|x| white.illumination.u(x as f32 + 0.5))
+    // The illumination surface's terms in u alone, worked out once per column.
+    let columns: Vec<ColumnTerms> = (0..width)
+        .map(|x| white.illumination.column_terms(x as f32 + 0.5))
         .collect();
     let mut out = vec![0u8; (width * height) as usize];
     for (y, (row_out, row_in)) in out
@@ -411,10 +415,10 @@ fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
         .zip(binned.pixels.chunks_exact(width as usize))
         .enumerate()
     {
-        let v = white.illumination.v(y as f32 + 0.5);
-        for ((o, &[r, g, b]), &u) in row_out.iter_mut().zip(row_in).zip(&us) {
-            let [tr, tg, tb] = white.transmittance([r, g, b], white.illumination.at_uv(u, v));
-            *o = (255.0 * (2.0 + tb - tr - tg) / 3.0).clamp(0.0, 255.0) as u8;
+        let row = white.illumination.row_terms(y as f32 + 0.5);
+        for ((o, &[r, g, b]), column) in row_out.iter_mut().zip(row_in).zip(&columns) {
+            let [tr, tg, tb] = white.transmittance([r, g, b], row.at(column));
+            *o = (STAIN_SCALE * (2.0 + tb - tr - tg)).clamp(0.0, 255.0) as u8;
         }
     }
     GrayImage::from_raw(width, height, out).expect("buffer sized to the image")
@@ -430,9 +434,11 @@ struct BinnedRgb {
 }
 
 impl BinnedRgb {
+    #[cfg(test)]
     fn at(&self, x: u32, y: u32) -> [f32; 3] {
         self.pixels[(y * self.width + x) as usize]
     }
+    #[cfg(test)]
     fn brightness_at(&self, x: u32, y: u32) -> usize {
         self.brightness[(y * self.width + x) as usize] as usize
     }
@@ -448,7 +454,8 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
     let (width, height) = ((frame.width() / bin).max(1), (frame.height() / bin).max(1));
     let bin_x = bin.min(frame.width()) as usize;
     let bin_y = bin.min(frame.height()) as usize;
-    let n = (bin_x * bin_y) as f32;
+    // A product per channel rather than a division: the reciprocal of the block's pixel count.
+    let per_pixel = 1.0 / (bin_x * bin_y) as f32;
     let stride = frame.width() as usize * 3;
     // Bytes of each row that fall in whole bins.
     let used = width as usize * bin_x * 3;
@@ -472,7 +479,7 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
                     *s += u32::from(v);
                 }
             }
-            sum.map(|s| s as f32 / n)
+            sum.map(|s| s as f32 * per_pixel)
         }));
     }
     let brightness = pixels
@@ -510,19 +517,9 @@ struct BackgroundWhite {
 
 impl BackgroundWhite {
     fn estimate(img: &BinnedRgb) -> BackgroundWhite {
-        let whole = bright_sample(img, 0..img.width, 0..img.height);
+        let (whole, samples) = bright_samples(img);
         let lamp = whole.map_or([255.0; 3], |s| s.colour);
         let lamp_brightness = lamp.iter().sum::<f32>();
-        let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
-        let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
-        let mut samples = Vec::with_capacity((tiles_x * tiles_y) as usize);
-        for ty in 0..tiles_y {
-            for tx in 0..tiles_x {
-                let xs = tx * img.width / tiles_x..((tx + 1) * img.width / tiles_x).max(1);
-                let ys = ty * img.height / tiles_y..((ty + 1) * img.height / tiles_y).max(1);
-                samples.extend(bright_sample(img, xs, ys));
-            }
-        }
         let points: Vec<(f32, f32, f32)> = samples
             .iter()
             .map(|s| (s.x, s.y, s.colour.iter().sum::<f32>()))
@@ -558,19 +555,42 @@ struct BrightSample {
     colour: [f32; 3],
 }
 
-/// Mean colour and centroid of the brightest pixels of a region; none when they are too dark to be
-/// bare slide.
-fn bright_sample(
-    img: &BinnedRgb,
-    xs: std::ops::Range<u32>,
-    ys: std::ops::Range<u32>,
-) -> Option<BrightSample> {
-    let mut hist = [0u32; 766];
-    for y in ys.clone() {
-        for x in xs.clone() {
-            hist[img.brightness_at(x, y)] += 1;
+/// Running sums over a region's bright pixels.
+#[derive(Clone, Copy, Default)]
+struct BrightSum {
+    colour: [f32; 3],
+    x: f32,
+    y: f32,
+    n: f32,
+}
+
+impl BrightSum {
+    fn add(&mut self, x: u32, y: u32, pixel: [f32; 3]) {
+        for (s, v) in self.colour.iter_mut().zip(pixel) {
+            *s += v;
         }
+        self.x += x as f32 + 0.5;
+        self.y += y as f32 + 0.5;
+        self.n += 1.0;
     }
+
+    /// Mean colour and centroid; none when there were no pixels or they are too dark to be bare
+    /// slide.
+    fn sample(&self) -> Option<BrightSample> {
+        let colour = self.colour.map(|s| s / self.n.max(1.0));
+        (self.n > 0.0 && colour.iter().sum::<f32>() >= MIN_WHITE).then(|| BrightSample {
+            x: self.x / self.n,
+            y: self.y / self.n,
+            colour,
+        })
+    }
+}
+
+/// Brightness histogram of a region (r + g + b, 0..=765).
+type BrightnessHistogram = [u32; 766];
+
+/// The lowest brightness of a region's brightest `WHITE_SHARE` of pixels.
+fn bright_threshold(hist: &BrightnessHistogram) -> usize {
     let total: u32 = hist.iter().sum();
     let wanted = ((total as f32 * WHITE_SHARE).ceil() as u32).max(1);
     let (mut taken, mut threshold) = (0u32, 765usize);
@@ -578,26 +598,68 @@ fn bright_sample(
         taken += hist[threshold];
         threshold -= 1;
     }
-    let (mut sum, mut sx, mut sy, mut n) = ([0f32; 3], 0f32, 0f32, 0f32);
-    for y in ys {
-        for x in xs.clone() {
-            if img.brightness_at(x, y) >= threshold {
-                let p = img.at(x, y);
-                for (s, v) in sum.iter_mut().zip(p) {
-                    *s += v;
-                }
-                sx += x as f32 + 0.5;
-                sy += y as f32 + 0.5;
-                n += 1.0;
+    threshold
+}
+
+/// The tile (of `tiles` across `len` pixels, tile `t` covering `t·len/tiles ..
+/// (t+1)·len/tiles`) each pixel along one axis falls in.
+fn tile_of_each(len: u32, tiles: u32) -> Vec<usize> {
+    (0..tiles)
+        .flat_map(|t| {
+            let span = t * len / tiles..((t + 1) * len / tiles).max(1);
+            std::iter::repeat_n(t as usize, span.len())
+        })
+        .collect()
+}
+
+/// The brightest pixels of the whole frame, and of each `WHITE_TILE` tile (row by row) where they
+/// are light enough to be bare slide. Two passes over the frame for all of them: one for the
+/// tiles' histograms (the frame's is their sum), one for the sums over the bright pixels.
+fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) {
+    let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
+    let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
+    let tile_x = tile_of_each(img.width, tiles_x);
+    let tile_y = tile_of_each(img.height, tiles_y);
+    let rows = || {
+        img.brightness
+            .chunks_exact(img.width as usize)
+            .zip(img.pixels.chunks_exact(img.width as usize))
+            .zip(&tile_y)
+            .enumerate()
+    };
+    let mut hists = vec![[0u32; 766]; (tiles_x * tiles_y) as usize];
+    for (_, ((brightness, _), &ty)) in rows() {
+        let row_hists = &mut hists[ty * tiles_x as usize..][..tiles_x as usize];
+        for (&b, &tx) in brightness.iter().zip(&tile_x) {
+            row_hists[tx][b as usize] += 1;
+        }
+    }
+    let mut whole_hist = [0u32; 766];
+    for hist in &hists {
+        for (w, h) in whole_hist.iter_mut().zip(hist) {
+            *w += h;
+        }
+    }
+    let whole_threshold = bright_threshold(&whole_hist);
+    let thresholds: Vec<usize> = hists.iter().map(bright_threshold).collect();
+    let mut whole = BrightSum::default();
+    let mut sums = vec![BrightSum::default(); hists.len()];
+    for (y, ((brightness, pixels), &ty)) in rows() {
+        let row = ty * tiles_x as usize;
+        for (x, ((&b, &pixel), &tx)) in brightness.iter().zip(pixels).zip(&tile_x).enumerate() {
+            let b = b as usize;
+            if b >= whole_threshold {
+                whole.add(x as u32, y as u32, pixel);
+            }
+            if b >= thresholds[row + tx] {
+                sums[row + tx].add(x as u32, y as u32, pixel);
             }
         }
     }
-    let colour = sum.map(|s| s / n.max(1.0));
-    (n > 0.0 && colour.iter().sum::<f32>() >= MIN_WHITE).then(|| BrightSample {
-        x: sx / n,
-        y: sy / n,
-        colour,
-    })
+    (
+        whole.sample(),
+        sums.iter().filter_map(BrightSum::sample).collect(),
+    )
 }
 
 /// A smooth function of position, `c0 + c1 u + c2 v + c3 u² + c4 uv + c5 v²` with u, v the position
@@ -662,10 +724,48 @@ impl Surface {
         y / self.half_h - 1.0
     }
 
-    /// The surface's value at surface coordinates (see `u` and `v`).
+    /// The surface's value at surface coordinates (see `u` and `v`), term by term.
+    #[cfg(test)]
     fn at_uv(&self, u: f32, v: f32) -> f32 {
         let c = &self.coefficients;
         c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+    }
+
+    /// The terms of the column at pixel coordinate `x`, for [`RowTerms::at`].
+    fn column_terms(&self, x: f32) -> ColumnTerms {
+        let (c, u) = (&self.coefficients, self.u(x));
+        ColumnTerms {
+            u,
+            in_u: c[1] * u + c[3] * u * u,
+        }
+    }
+
+    /// The terms of the row at pixel coordinate `y`, for [`RowTerms::at`].
+    fn row_terms(&self, y: f32) -> RowTerms {
+        let (c, v) = (&self.coefficients, self.v(y));
+        RowTerms {
+            constant: c[0] + c[2] * v + c[5] * v * v,
+            per_u: c[4] * v,
+        }
+    }
+}
+
+/// A surface's terms that depend on u alone, for one column.
+struct ColumnTerms {
+    u: f32,
+    in_u: f32,
+}
+
+/// A surface's terms that depend on v alone, for one row: with a column's terms, its value there
+/// in three operations (the surface is evaluated at every pixel).
+struct RowTerms {
+    constant: f32,
+    per_u: f32,
+}
+
+impl RowTerms {
+    fn at(&self, column: &ColumnTerms) -> f32 {
+        self.constant + column.in_u + self.per_u * column.u
     }
 }
 
@@ -1106,7 +1206,15 @@ mod tests {
                     }
                 }
                 let mean = sum.map(|s| s as f32 / (bx * by) as f32);
-                assert_eq!(binned.at(x, y), mean, "bin {bin} at ({x}, {y})");
+                // The mean is taken as a product with the reciprocal of the count: within a
+                // rounding of the division.
+                let got = binned.at(x, y);
+                for (g, m) in got.iter().zip(mean) {
+                    assert!(
+                        (g - m).abs() <= 1e-6 * m.max(1.0),
+                        "bin {bin} at ({x}, {y})"
+                    );
+                }
                 let brightness = (mean.iter().sum::<f32>()).round() as usize;
                 assert_eq!(
                     binned.brightness_at(x, y),
@@ -1146,6 +1254,81 @@ mod tests {
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         let variance = values.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / values.len() as f64;
         assert!((focus_score(&img) as f64 - variance).abs() < 1e-3 * variance);
+    }
+
+    /// The bright sample of one region, worked out directly (the rule `bright_samples` applies to
+    /// the frame and to every tile in two passes).
+    fn bright_sample_of(
+        img: &BinnedRgb,
+        xs: std::ops::Range<u32>,
+        ys: std::ops::Range<u32>,
+    ) -> Option<BrightSample> {
+        let mut hist = [0u32; 766];
+        for y in ys.clone() {
+            for x in xs.clone() {
+                hist[img.brightness_at(x, y)] += 1;
+            }
+        }
+        let threshold = bright_threshold(&hist);
+        let mut sum = BrightSum::default();
+        for y in ys {
+            for x in xs.clone() {
+                if img.brightness_at(x, y) >= threshold {
+                    sum.add(x, y, img.at(x, y));
+                }
+            }
+        }
+        sum.sample()
+    }
+
+    #[test]
+    fn bright_samples_are_those_of_the_frame_and_of_each_tile() {
+        let mut state = 0x2545_f491u32;
+        // 300 × 250 pixels: 3 × 3 tiles of unequal sizes; a dark band leaves the top row of tiles
+        // too dark to be bare slide.
+        let frame = RgbImage::from_fn(300, 250, |_, y| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let top = if y < 83 { 16 } else { 1 };
+            image::Rgb([0, 8, 16].map(|s| ((state >> s) as u8) / top))
+        });
+        let img = binned_rgb(&frame, 1);
+        let (whole, tiles) = bright_samples(&img);
+        let same =
+            |a: &BrightSample, b: &BrightSample| (a.x, a.y, a.colour) == (b.x, b.y, b.colour);
+        assert!(same(
+            &whole.unwrap(),
+            &bright_sample_of(&img, 0..300, 0..250).unwrap()
+        ));
+        let bounds = [(0, 100), (100, 200), (200, 300)];
+        let rows = [(0, 83), (83, 166), (166, 250)];
+        let direct: Vec<BrightSample> = rows
+            .iter()
+            .flat_map(|&(y0, y1)| bounds.iter().map(move |&(x0, x1)| (x0..x1, y0..y1)))
+            .filter_map(|(xs, ys)| bright_sample_of(&img, xs, ys))
+            .collect();
+        assert_eq!(direct.len(), 6, "the top row of tiles is too dark");
+        assert_eq!(tiles.len(), direct.len());
+        assert!(tiles.iter().zip(&direct).all(|(a, b)| same(a, b)));
+        assert_eq!(tile_of_each(250, 3)[82..84], [0, 1]);
+    }
+
+    #[test]
+    fn row_and_column_terms_give_the_surface() {
+        let surface = Surface {
+            coefficients: [600.0, -12.0, 7.5, -30.0, 4.0, -22.0],
+            half_w: 213.0,
+            half_h: 160.0,
+        };
+        for (x, y) in [(0.5, 0.5), (100.5, 37.5), (425.5, 319.5), (213.0, 160.0)] {
+            let split = surface.row_terms(y).at(&surface.column_terms(x));
+            let whole = surface.at_uv(surface.u(x), surface.v(y));
+            assert!(
+                (split - whole).abs() < 1e-3,
+                "({x}, {y}): {split} against {whole}"
+            );
+        }
     }
 
     #[test]
