@@ -1169,14 +1169,20 @@ mod tests {
         assert!(loc.out_of_focus);
     }
 
+    /// The next value of a xorshift32 sequence: test pictures that are the same on every run.
+    fn xorshift(state: &mut u32) -> u32 {
+        *state ^= *state << 13;
+        *state ^= *state >> 17;
+        *state ^= *state << 5;
+        *state
+    }
+
     /// A mask of scattered set pixels and small blobs, the same for every call.
     fn speckled_mask(w: u32, h: u32) -> GrayImage {
         let mut state = 0x2545_f491u32;
         GrayImage::from_fn(w, h, |_, _| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            image::Luma([if state.is_multiple_of(23) { 255 } else { 0 }])
+            let v = xorshift(&mut state);
+            image::Luma([if v.is_multiple_of(23) { 255 } else { 0 }])
         })
     }
 
@@ -1184,10 +1190,8 @@ mod tests {
     fn binning_is_the_mean_of_each_whole_block() {
         let mut state = 0x9e37_79b9u32;
         let frame = RgbImage::from_fn(41, 23, |_, _| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+            let v = xorshift(&mut state);
+            image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
         });
         for bin in [1, 3, 16, 30] {
             let binned = binned_rgb(&frame, bin);
@@ -1287,11 +1291,9 @@ mod tests {
         // 300 × 250 pixels: 3 × 3 tiles of unequal sizes; a dark band leaves the top row of tiles
         // too dark to be bare slide.
         let frame = RgbImage::from_fn(300, 250, |_, y| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
+            let v = xorshift(&mut state);
             let top = if y < 83 { 16 } else { 1 };
-            image::Rgb([0, 8, 16].map(|s| ((state >> s) as u8) / top))
+            image::Rgb([0, 8, 16].map(|s| ((v >> s) as u8) / top))
         });
         let img = binned_rgb(&frame, 1);
         let (whole, tiles) = bright_samples(&img);
