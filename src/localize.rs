@@ -124,15 +124,25 @@ impl Localizer {
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
         if let Some(detector) = &self.detector {
-            // The binned frame's block means serve as the detector's picture while they still
-            // have the input's side (a fraction of the resize's work; the resize's triangle is
-            // at least a block wide, so the blocks blur its input little).
+            // Block means serve as the detector's picture while they still have the input's side
+            // (a fraction of the resize's work; the resize's triangle is at least a block wide,
+            // so the blocks blur its input little): the localizer's own binned frame, or a finer
+            // binning where that one has become smaller than the input.
             let side = detector.manifest().input_size as u32;
             let size = (frame.width() as f32, frame.height() as f32);
-            let found = if bin > 1 && binned.width.min(binned.height) >= side {
-                // The blocks cover the frame but for the last bin - 1 columns and rows at most.
-                let covered = ((binned.width * bin) as f32, (binned.height * bin) as f32);
-                detector.detect_in(binned.picture(), covered)
+            let picture_bin = detector_bin(bin, (frame.width(), frame.height()), side);
+            // The blocks cover the frame but for the last bin - 1 columns and rows at most.
+            let covered = |b: &BinnedRgb| {
+                (
+                    (b.width * picture_bin) as f32,
+                    (b.height * picture_bin) as f32,
+                )
+            };
+            let found = if picture_bin == bin && bin > 1 {
+                detector.detect_in(binned.picture(), covered(&binned))
+            } else if picture_bin > 1 {
+                let finer = binned_rgb(frame, picture_bin);
+                detector.detect_in(finer.picture(), covered(&finer))
             } else {
                 detector.detect(frame)
             };
@@ -229,6 +239,15 @@ impl Localizer {
         cell.complete
             .then(|| square_crop(frame, cell.centre, self.crop_um / um_per_px))
     }
+}
+
+/// The block size of the detector's picture: the localizer's `bin`, or the largest smaller one that
+/// still leaves at least `side` blocks across and down a frame of `(width, height)` pixels; 1 (the
+/// frame itself) where no block of 2 or more does.
+fn detector_bin(bin: u32, (width, height): (u32, u32), side: u32) -> u32 {
+    bin.min(width / side.max(1))
+        .min(height / side.max(1))
+        .max(1)
 }
 
 /// Cells from the detector's boxes: each box's nuclear mask is the frame's nuclear mask inside it,
@@ -1150,6 +1169,19 @@ mod tests {
         assert!(c.complete);
         let crop = localizer.crop(&frame, c, 0.25).unwrap();
         assert_eq!(crop.width(), 48);
+    }
+
+    #[test]
+    fn detector_picture_is_the_coarsest_binning_that_still_covers_its_input() {
+        // The desktop profile's 640 × 480 frames at 0.085 µm/px: bin 4 leaves 160 × 120 blocks,
+        // too few rows for a 160-px input; blocks of 3 leave 213 × 160.
+        assert_eq!(detector_bin(4, (640, 480), 160), 3);
+        assert_eq!(detector_bin(3, (640, 480), 160), 3);
+        assert_eq!(detector_bin(2, (1280, 960), 160), 2);
+        assert_eq!(detector_bin(4, (416, 416), 160), 2);
+        // Smaller than two input sides: the frame itself.
+        assert_eq!(detector_bin(4, (300, 300), 160), 1);
+        assert_eq!(detector_bin(1, (1280, 960), 160), 1);
     }
 
     #[test]
