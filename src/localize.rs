@@ -448,8 +448,6 @@ struct BinnedRgb {
     width: u32,
     height: u32,
     pixels: Vec<[f32; 3]>,
-    /// r + g + b of each pixel, rounded (0..=765).
-    brightness: Vec<u16>,
 }
 
 impl BinnedRgb {
@@ -459,7 +457,7 @@ impl BinnedRgb {
     }
     #[cfg(test)]
     fn brightness_at(&self, x: u32, y: u32) -> usize {
-        self.brightness[(y * self.width + x) as usize] as usize
+        brightness_of(&self.at(x, y)) as usize
     }
     /// The block means as the detector's picture.
     fn picture(&self) -> crate::detect::Picture<'_, f32> {
@@ -491,27 +489,40 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
                 .zip(row)
                 .for_each(|(d, &v)| *d += u16::from(v));
         }
-        pixels.extend(down.chunks_exact(bin_x * 3).map(|block| {
-            let mut sum = [0u32; 3];
-            for p in block.chunks_exact(3) {
-                for (s, &v) in sum.iter_mut().zip(p) {
-                    *s += u32::from(v);
-                }
-            }
-            sum.map(|s| s as f32 * per_pixel)
-        }));
+        // The common block widths spelled out, so that each gets a loop of fixed length.
+        match bin_x {
+            2 => add_block_means(&down, 2, per_pixel, &mut pixels),
+            3 => add_block_means(&down, 3, per_pixel, &mut pixels),
+            4 => add_block_means(&down, 4, per_pixel, &mut pixels),
+            _ => add_block_means(&down, bin_x, per_pixel, &mut pixels),
+        }
     }
-    let brightness = pixels
-        .iter()
-        // Rounded half up (the sum is never negative): without SSE4.1, f32::round is a libm call.
-        .map(|p| (p[0] + p[1] + p[2] + 0.5).min(765.0) as u16)
-        .collect();
     BinnedRgb {
         width,
         height,
         pixels,
-        brightness,
     }
+}
+
+/// Appends the mean colour of each `bin_x`-pixel block of `down` (one row of column sums over the
+/// bin's rows) to `pixels`; `per_pixel` is the reciprocal of a block's pixel count.
+#[inline(always)]
+fn add_block_means(down: &[u16], bin_x: usize, per_pixel: f32, pixels: &mut Vec<[f32; 3]>) {
+    pixels.extend(down.chunks_exact(bin_x * 3).map(|block| {
+        let mut sum = [0u32; 3];
+        for p in block.chunks_exact(3) {
+            for (s, &v) in sum.iter_mut().zip(p) {
+                *s += u32::from(v);
+            }
+        }
+        sum.map(|s| s as f32 * per_pixel)
+    }));
+}
+
+/// r + g + b of a block, rounded (0..=765): what the bare-slide sampling ranks blocks by.
+fn brightness_of(p: &[f32; 3]) -> u16 {
+    // Rounded half up (the sum is never negative): without SSE4.1, f32::round is a libm call.
+    (p[0] + p[1] + p[2] + 0.5).min(765.0) as u16
 }
 
 /// Tiles the background is sampled in, working pixels: about 40 µm at the working scale, larger than
@@ -639,8 +650,9 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
     let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
     let tile_x = tile_of_each(img.width, tiles_x);
     let tile_y = tile_of_each(img.height, tiles_y);
+    let brightness: Vec<u16> = img.pixels.iter().map(brightness_of).collect();
     let rows = || {
-        img.brightness
+        brightness
             .chunks_exact(img.width as usize)
             .zip(img.pixels.chunks_exact(img.width as usize))
             .zip(&tile_y)
