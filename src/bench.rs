@@ -85,6 +85,11 @@ pub struct BenchReport {
     /// ms per megapixel: the detector's network costs the same per frame at any size.
     pub localize_640x480_ms_per_megapixel: f64,
     pub detector_localize_640x480_ms_per_megapixel: Option<f64>,
+    /// The profile's scale, µm per pixel (the virtual slide's frames are timed at their own).
+    pub profile_um_per_px: f32,
+    /// The detector on the 640 × 480 cut-outs as if they had the profile's scale, ms per
+    /// megapixel: the localizer's binning, and so the detector's picture, follow the scale.
+    pub detector_localize_640x480_at_profile_scale_ms_per_megapixel: Option<f64>,
     /// Tracking, localization and classification of new views, per frame.
     pub end_to_end_fps: f64,
     pub end_to_end_frames: u64,
@@ -138,6 +143,10 @@ pub fn run_bench(
         .map(|l| time_localize(l, &frames, um));
     let detector_localize_640x480_ms_per_megapixel =
         with_detector.as_ref().map(|l| time_localize(l, &small, um));
+    let profile_um_per_px = profile.optics.um_per_px;
+    let detector_localize_640x480_at_profile_scale_ms_per_megapixel = with_detector
+        .as_ref()
+        .map(|l| time_localize(l, &small, profile_um_per_px));
     let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
     // Read before the batch timings below load their larger plans.
     let peak_rss_mb = peak_rss_mb();
@@ -167,6 +176,8 @@ pub fn run_bench(
         detector_localize_ms_per_megapixel,
         localize_640x480_ms_per_megapixel,
         detector_localize_640x480_ms_per_megapixel,
+        profile_um_per_px,
+        detector_localize_640x480_at_profile_scale_ms_per_megapixel,
         end_to_end_fps: e2e.frames as f64 / e2e.pipeline.as_secs_f64().max(1e-9),
         end_to_end_frames: e2e.frames,
         cells_per_frame: e2e.cells as f64 / e2e.frames.max(1) as f64,

@@ -801,6 +801,12 @@ fn bench_cmd(
             r.frame_width, r.frame_height
         );
     }
+    if let Some(at_profile) = r.detector_localize_640x480_at_profile_scale_ms_per_megapixel {
+        println!(
+            "  localize with the learned detector at the profile's {} um/px: {at_profile:.2} ms per megapixel at 640x480",
+            r.profile_um_per_px
+        );
+    }
     println!(
         "  end to end at {}x{}: {:.1} frames/s over {} frames ({:.1} cells and {:.1} crops classified per frame; synthesizing a frame took {:.1} ms more)",
         r.frame_width,
