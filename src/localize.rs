@@ -131,7 +131,7 @@ impl Localizer {
             let side = detector.manifest().input_size as u32;
             let size = (frame.width() as f32, frame.height() as f32);
             let picture_bin = detector_bin(bin, (frame.width(), frame.height()), side);
-            // The blocks cover the frame but for the last bin - 1 columns and rows at most.
+            // The blocks cover the frame but for the last picture_bin - 1 columns and rows at most.
             let covered = |b: &BinnedRgb| {
                 (
                     (b.width * picture_bin) as f32,
