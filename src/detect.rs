@@ -199,6 +199,7 @@ impl<'a> Picture<'a, u8> {
 /// as wide as the scale). Separable, one output row at a time: its source rows are mixed into one
 /// row of floats (a loop the compiler vectorizes, on a buffer that stays in the first-level cache),
 /// which is then shrunk across into the three channel planes.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 pub fn frame_tensor<T: Copy + Into<f32>>(picture: Picture<'_, T>, side: usize) -> Vec<f32> {
     let (width, height) = (picture.width, picture.height);
     if width == 0 || height == 0 {
@@ -234,6 +235,7 @@ pub fn frame_tensor<T: Copy + Into<f32>>(picture: Picture<'_, T>, side: usize) -
 }
 
 /// `row` = the source rows of `taps` (rows of `row_len` samples), weighted and summed.
+#[inline(always)]
 fn mix_rows<T: Copy + Into<f32>>(samples: &[T], row_len: usize, taps: &Taps, row: &mut [f32]) {
     row.fill(0.0);
     for (k, &w) in taps.weights.iter().enumerate() {

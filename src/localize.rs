@@ -421,6 +421,7 @@ pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
 const STAIN_SCALE: f32 = 85.0;
 
 /// The stain channel of a frame already averaged over bin × bin blocks.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
     let white = BackgroundWhite::estimate(binned);
     let (width, height) = (binned.width, binned.height);
@@ -467,6 +468,7 @@ impl BinnedRgb {
     }
 }
 
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
     let (width, height) = ((frame.width() / bin).max(1), (frame.height() / bin).max(1));
     let bin_x = bin.min(frame.width()) as usize;
@@ -645,6 +647,7 @@ fn tile_of_each(len: u32, tiles: u32) -> Vec<usize> {
 /// The brightest pixels of the whole frame, and of each `WHITE_TILE` tile (row by row) where they
 /// are light enough to be bare slide. Two passes over the frame for all of them: one for the
 /// tiles' histograms (the frame's is their sum), one for the sums over the bright pixels.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) {
     let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
     let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
@@ -828,6 +831,7 @@ fn solve(a: &mut [[f64; 6]; 6], b: &mut [f64; 6], n: usize) -> Option<[f64; 6]> 
 }
 
 /// Variance of the 4-neighbour Laplacian: low for blurred frames.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 pub fn focus_score(img: &GrayImage) -> f32 {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w < 3 || h < 3 {
