@@ -8,6 +8,7 @@
 
 use crate::config::LocalizerConfig;
 use image::{imageops, GrayImage, RgbImage};
+use std::ops::Range;
 
 /// An axis-aligned box in frame pixels (x0, y0 inclusive; x1, y1 exclusive).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -429,6 +430,9 @@ fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
     let columns: Vec<ColumnTerms> = (0..width)
         .map(|x| white.illumination.column_terms(x as f32 + 0.5))
         .collect();
+    // Each row in two passes the compiler vectorizes: the light's scale along the row, then the
+    // pixels.
+    let mut row_scale = vec![0f32; width as usize];
     let mut out = vec![0u8; (width * height) as usize];
     for (y, (row_out, row_in)) in out
         .chunks_exact_mut(width as usize)
@@ -436,9 +440,14 @@ fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
         .enumerate()
     {
         let row = white.illumination.row_terms(y as f32 + 0.5);
-        for ((o, &[r, g, b]), column) in row_out.iter_mut().zip(row_in).zip(&columns) {
-            let [tr, tg, tb] = white.transmittance([r, g, b], row.at(column));
-            *o = (STAIN_SCALE * (2.0 + tb - tr - tg)).clamp(0.0, 255.0) as u8;
+        for (scale, column) in row_scale.iter_mut().zip(&columns) {
+            *scale = white.per_light(row.at(column));
+        }
+        for ((o, &pixel), &scale) in row_out.iter_mut().zip(row_in).zip(&row_scale) {
+            let [tr, tg, tb] = white.transmittance(pixel, scale);
+            // Through i32, which the compiler converts eight at a time (a direct cast to u8 it
+            // does one by one); the value is already within 0..=255, so the result is the same.
+            *o = (STAIN_SCALE * (2.0 + tb - tr - tg)).clamp(0.0, 255.0) as i32 as u8;
         }
     }
     GrayImage::from_raw(width, height, out).expect("buffer sized to the image")
@@ -479,11 +488,11 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
     // Bytes of each row that fall in whole bins.
     let used = width as usize * bin_x * 3;
     let raw = frame.as_raw();
-    let mut pixels = Vec::with_capacity((width * height) as usize);
+    let mut pixels = vec![[0f32; 3]; (width * height) as usize];
     // Sums down the bin's rows, byte by byte (at most 16 × 255, so u16 holds them): one pass the
     // compiler vectorizes, then a short pass across each block.
     let mut down = vec![0u16; used];
-    for y in 0..height as usize {
+    for (y, means) in pixels.chunks_exact_mut(width as usize).enumerate() {
         down.fill(0);
         for dy in 0..bin_y {
             let row = &raw[(y * bin_y + dy) * stride..][..used];
@@ -493,10 +502,10 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
         }
         // The common block widths spelled out, so that each gets a loop of fixed length.
         match bin_x {
-            2 => add_block_means(&down, 2, per_pixel, &mut pixels),
-            3 => add_block_means(&down, 3, per_pixel, &mut pixels),
-            4 => add_block_means(&down, 4, per_pixel, &mut pixels),
-            _ => add_block_means(&down, bin_x, per_pixel, &mut pixels),
+            2 => block_means(&down, 2, per_pixel, means),
+            3 => block_means(&down, 3, per_pixel, means),
+            4 => block_means(&down, 4, per_pixel, means),
+            _ => block_means(&down, bin_x, per_pixel, means),
         }
     }
     BinnedRgb {
@@ -506,25 +515,27 @@ fn binned_rgb(frame: &RgbImage, bin: u32) -> BinnedRgb {
     }
 }
 
-/// Appends the mean colour of each `bin_x`-pixel block of `down` (one row of column sums over the
-/// bin's rows) to `pixels`; `per_pixel` is the reciprocal of a block's pixel count.
+/// The mean colour of each `bin_x`-pixel block of `down` (one row of column sums over the bin's
+/// rows), into `means` (one row of blocks); `per_pixel` is the reciprocal of a block's pixel count.
+/// A plain loop over slices (not `extend`), so that it is compiled into its caller's AVX2 version.
 #[inline(always)]
-fn add_block_means(down: &[u16], bin_x: usize, per_pixel: f32, pixels: &mut Vec<[f32; 3]>) {
-    pixels.extend(down.chunks_exact(bin_x * 3).map(|block| {
+fn block_means(down: &[u16], bin_x: usize, per_pixel: f32, means: &mut [[f32; 3]]) {
+    for (mean, block) in means.iter_mut().zip(down.chunks_exact(bin_x * 3)) {
         let mut sum = [0u32; 3];
         for p in block.chunks_exact(3) {
             for (s, &v) in sum.iter_mut().zip(p) {
                 *s += u32::from(v);
             }
         }
-        sum.map(|s| s as f32 * per_pixel)
-    }));
+        *mean = sum.map(|s| s as f32 * per_pixel);
+    }
 }
 
 /// r + g + b of a block, rounded (0..=765): what the bare-slide sampling ranks blocks by.
 fn brightness_of(p: &[f32; 3]) -> u16 {
     // Rounded half up (the sum is never negative): without SSE4.1, f32::round is a libm call.
-    (p[0] + p[1] + p[2] + 0.5).min(765.0) as u16
+    // Through i32, which the compiler converts eight at a time; the value is within 0..=765.
+    (p[0] + p[1] + p[2] + 0.5).min(765.0) as i32 as u16
 }
 
 /// Tiles the background is sampled in, working pixels: about 40 µm at the working scale, larger than
@@ -565,12 +576,17 @@ impl BackgroundWhite {
         }
     }
 
-    /// Transmittance per channel (1 = bare slide) of a pixel where the illumination surface reads
-    /// `light`: the pixel divided by the bare-slide colour there (the lamp's colour scaled to
-    /// `light`, each channel at least 1), so the measure does not change with the lamp's brightness.
-    /// One division per pixel: the lamp's reciprocals are worked out once per frame.
-    fn transmittance(&self, pixel: [f32; 3], light: f32) -> [f32; 3] {
-        let per_light = self.lamp_brightness.max(1.0) / light.max(MIN_WHITE);
+    /// The scale from the lamp's colour to the bare slide's where the illumination surface reads
+    /// `light`, for [`Self::transmittance`].
+    fn per_light(&self, light: f32) -> f32 {
+        self.lamp_brightness.max(1.0) / light.max(MIN_WHITE)
+    }
+
+    /// Transmittance per channel (1 = bare slide) of a pixel where the light's scale (see
+    /// [`Self::per_light`]) is `per_light`: the pixel divided by the bare-slide colour there (the
+    /// lamp's colour scaled by it, each channel at least 1), so the measure does not change with the
+    /// lamp's brightness. The lamp's reciprocals are worked out once per frame.
+    fn transmittance(&self, pixel: [f32; 3], per_light: f32) -> [f32; 3] {
         let mut out = [0.0; 3];
         for ((t, p), inv_lamp) in out.iter_mut().zip(pixel).zip(self.inv_lamp) {
             // white = max(lamp × light / lamp_brightness, 1), so p / white = p × min(.., 1).
@@ -633,39 +649,41 @@ fn bright_threshold(hist: &BrightnessHistogram) -> usize {
     threshold
 }
 
-/// The tile (of `tiles` across `len` pixels, tile `t` covering `t·len/tiles ..
-/// (t+1)·len/tiles`) each pixel along one axis falls in.
-fn tile_of_each(len: u32, tiles: u32) -> Vec<usize> {
+/// The span of each tile along one axis: `tiles` tiles across `len` pixels, tile `t` covering
+/// `t·len/tiles .. (t+1)·len/tiles`.
+fn tile_spans(len: u32, tiles: u32) -> Vec<Range<usize>> {
     (0..tiles)
-        .flat_map(|t| {
-            let span = t * len / tiles..((t + 1) * len / tiles).max(1);
-            std::iter::repeat_n(t as usize, span.len())
-        })
+        .map(|t| (t * len / tiles) as usize..((t + 1) * len / tiles) as usize)
         .collect()
 }
 
 /// The brightest pixels of the whole frame, and of each `WHITE_TILE` tile (row by row) where they
 /// are light enough to be bare slide. Two passes over the frame for all of them: one for the
-/// tiles' histograms (the frame's is their sum), one for the sums over the bright pixels.
+/// tiles' histograms (the frame's is their sum), one for the sums over the bright pixels. Both go
+/// along each row one tile's span at a time, so a tile's histogram or threshold is looked up once
+/// per span rather than per pixel.
 #[multiversion::multiversion(targets("x86_64+avx2"))]
 fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) {
     let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
     let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
-    let tile_x = tile_of_each(img.width, tiles_x);
-    let tile_y = tile_of_each(img.height, tiles_y);
+    let spans_x = tile_spans(img.width, tiles_x);
     let brightness: Vec<u16> = img.pixels.iter().map(brightness_of).collect();
-    let rows = || {
-        brightness
-            .chunks_exact(img.width as usize)
-            .zip(img.pixels.chunks_exact(img.width as usize))
-            .zip(&tile_y)
+    let width = img.width as usize;
+    // Each row of tiles: the index of its first tile, and its rows.
+    let tile_rows = || {
+        tile_spans(img.height, tiles_y)
+            .into_iter()
             .enumerate()
+            .map(move |(ty, ys)| (ty * tiles_x as usize, ys))
     };
     let mut hists = vec![[0u32; 766]; (tiles_x * tiles_y) as usize];
-    for (_, ((brightness, _), &ty)) in rows() {
-        let row_hists = &mut hists[ty * tiles_x as usize..][..tiles_x as usize];
-        for (&b, &tx) in brightness.iter().zip(&tile_x) {
-            row_hists[tx][b as usize] += 1;
+    for (first, ys) in tile_rows() {
+        for row in brightness[ys.start * width..ys.end * width].chunks_exact(width) {
+            for (hist, xs) in hists[first..].iter_mut().zip(&spans_x) {
+                for &b in &row[xs.clone()] {
+                    hist[b as usize] += 1;
+                }
+            }
         }
     }
     let mut whole_hist = [0u32; 766];
@@ -678,15 +696,27 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
     let thresholds: Vec<usize> = hists.iter().map(bright_threshold).collect();
     let mut whole = BrightSum::default();
     let mut sums = vec![BrightSum::default(); hists.len()];
-    for (y, ((brightness, pixels), &ty)) in rows() {
-        let row = ty * tiles_x as usize;
-        for (x, ((&b, &pixel), &tx)) in brightness.iter().zip(pixels).zip(&tile_x).enumerate() {
-            let b = b as usize;
-            if b >= whole_threshold {
-                whole.add(x as u32, y as u32, pixel);
-            }
-            if b >= thresholds[row + tx] {
-                sums[row + tx].add(x as u32, y as u32, pixel);
+    for (first, ys) in tile_rows() {
+        for y in ys {
+            let row = y * width..(y + 1) * width;
+            let (brightness, pixels) = (&brightness[row.clone()], &img.pixels[row]);
+            for ((tile_sum, &threshold), xs) in sums[first..]
+                .iter_mut()
+                .zip(&thresholds[first..])
+                .zip(&spans_x)
+            {
+                // Summed in a local copy, which stays in registers across the span.
+                let mut sum = *tile_sum;
+                for x in xs.clone() {
+                    let (b, pixel) = (brightness[x] as usize, pixels[x]);
+                    if b >= whole_threshold {
+                        whole.add(x as u32, y as u32, pixel);
+                    }
+                    if b >= threshold {
+                        sum.add(x as u32, y as u32, pixel);
+                    }
+                }
+                *tile_sum = sum;
             }
         }
     }
@@ -1361,7 +1391,7 @@ mod tests {
         assert_eq!(direct.len(), 6, "the top row of tiles is too dark");
         assert_eq!(tiles.len(), direct.len());
         assert!(tiles.iter().zip(&direct).all(|(a, b)| same(a, b)));
-        assert_eq!(tile_of_each(250, 3)[82..84], [0, 1]);
+        assert_eq!(tile_spans(250, 3), [0..83, 83..166, 166..250]);
     }
 
     #[test]
