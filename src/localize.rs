@@ -534,8 +534,7 @@ fn block_means(down: &[u16], bin_x: usize, per_pixel: f32, means: &mut [[f32; 3]
 /// r + g + b of a block, rounded (0..=765): what the bare-slide sampling ranks blocks by.
 fn brightness_of(p: &[f32; 3]) -> u16 {
     // Rounded half up (the sum is never negative): without SSE4.1, f32::round is a libm call.
-    // Through i32, which the compiler converts eight at a time; the value is within 0..=765.
-    (p[0] + p[1] + p[2] + 0.5).min(765.0) as i32 as u16
+    (p[0] + p[1] + p[2] + 0.5).min(765.0) as u16
 }
 
 /// Tiles the background is sampled in, working pixels: about 40 µm at the working scale, larger than
@@ -576,8 +575,9 @@ impl BackgroundWhite {
         }
     }
 
-    /// The scale from the lamp's colour to the bare slide's where the illumination surface reads
-    /// `light`, for [`Self::transmittance`].
+    /// The lamp's brightness over the illumination surface's reading `light` (at least
+    /// `MIN_WHITE`): the lamp's colour divided by it is the bare slide's colour there. For
+    /// [`Self::transmittance`].
     fn per_light(&self, light: f32) -> f32 {
         self.lamp_brightness.max(1.0) / light.max(MIN_WHITE)
     }
@@ -589,7 +589,7 @@ impl BackgroundWhite {
     fn transmittance(&self, pixel: [f32; 3], per_light: f32) -> [f32; 3] {
         let mut out = [0.0; 3];
         for ((t, p), inv_lamp) in out.iter_mut().zip(pixel).zip(self.inv_lamp) {
-            // white = max(lamp × light / lamp_brightness, 1), so p / white = p × min(.., 1).
+            // white = max(lamp / per_light, 1), so p / white = p × min(per_light / lamp, 1).
             *t = p * (per_light * inv_lamp).min(1.0);
         }
         out
