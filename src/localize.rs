@@ -445,9 +445,7 @@ fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
         }
         for ((o, &pixel), &scale) in row_out.iter_mut().zip(row_in).zip(&row_scale) {
             let [tr, tg, tb] = white.transmittance(pixel, scale);
-            // Through i32, which the compiler converts eight at a time (a direct cast to u8 it
-            // does one by one); the value is already within 0..=255, so the result is the same.
-            *o = (STAIN_SCALE * (2.0 + tb - tr - tg)).clamp(0.0, 255.0) as i32 as u8;
+            *o = floor_within(STAIN_SCALE * (2.0 + tb - tr - tg), 255.0) as u8;
         }
     }
     GrayImage::from_raw(width, height, out).expect("buffer sized to the image")
@@ -532,9 +530,24 @@ fn block_means(down: &[u16], bin_x: usize, per_pixel: f32, means: &mut [[f32; 3]
 }
 
 /// r + g + b of a block, rounded (0..=765): what the bare-slide sampling ranks blocks by.
+#[inline(always)]
 fn brightness_of(p: &[f32; 3]) -> u16 {
     // Rounded half up (the sum is never negative): without SSE4.1, f32::round is a libm call.
-    (p[0] + p[1] + p[2] + 0.5).min(765.0) as u16
+    floor_within(p[0] + p[1] + p[2] + 0.5, 765.0)
+}
+
+/// `value` rounded down to a whole number within 0..=`max` (`max` below 2^22; NaN gives 0): what
+/// `value.clamp(0.0, max) as u16` gives, in arithmetic the compiler vectorizes. It converts a
+/// float-to-integer cast one value at a time, as the cast saturates. Adding 2^23 rounds a float in
+/// this range to the nearest whole number, and that sum's bits are the number's plus those of 2^23.
+#[inline(always)]
+fn floor_within(value: f32, max: f32) -> u16 {
+    /// 2^23: from here to 2^24 every float is a whole number.
+    const WHOLE: f32 = 8_388_608.0;
+    let t = value.max(0.0).min(max);
+    let nearest = (t + WHOLE) - WHOLE;
+    let down = if nearest > t { nearest - 1.0 } else { nearest };
+    ((down + WHOLE).to_bits() - WHOLE.to_bits()) as u16
 }
 
 /// Tiles the background is sampled in, working pixels: about 40 µm at the working scale, larger than
@@ -1387,6 +1400,24 @@ mod tests {
             }
         }
         sum.sample()
+    }
+
+    #[test]
+    fn floor_within_is_the_clamped_cast() {
+        let cast = |v: f32, max: f32| v.clamp(0.0, max) as u16;
+        // Every whole number and half of 0..=765 and the floats on either side of them, a spread
+        // of bit patterns over the range, and values outside it.
+        let mut values = vec![-1.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e9];
+        for k in 0..=2 * 766 {
+            let v = k as f32 * 0.5;
+            values.extend([v, v.next_up(), v.next_down()]);
+        }
+        values.extend((0..=765f32.to_bits()).step_by(9973).map(f32::from_bits));
+        for max in [255.0, 765.0] {
+            for &v in &values {
+                assert_eq!(floor_within(v, max), cast(v, max), "{v} within 0..={max}");
+            }
+        }
     }
 
     #[test]
