@@ -537,8 +537,8 @@ fn brightness_of(p: &[f32; 3]) -> u16 {
 }
 
 /// `value` rounded down to a whole number within 0..=`max` (`max` below 2^22; NaN gives 0): what
-/// `value.clamp(0.0, max) as u16` gives, in arithmetic the compiler vectorizes. It converts a
-/// float-to-integer cast one value at a time, as the cast saturates. Adding 2^23 rounds a float in
+/// `value.clamp(0.0, max) as u16` gives, in arithmetic the compiler vectorizes (a float-to-integer
+/// cast saturates, and the compiler converts it one value at a time). Adding 2^23 rounds a float in
 /// this range to the nearest whole number, and that sum's bits are the number's plus those of 2^23.
 #[inline(always)]
 fn floor_within(value: f32, max: f32) -> u16 {
@@ -746,6 +746,7 @@ fn histogram_of_tile(
 ) -> BrightnessHistogram {
     let mut counts = [[0u32; 766]; 4];
     for y in ys {
+        // Brightness is at most 765; the `min` spares a bounds check per pixel.
         let (quads, rest) = brightness[y * width..][xs.clone()].as_chunks::<4>();
         for &b in rest {
             counts[0][usize::from(b).min(765)] += 1;
