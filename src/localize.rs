@@ -689,12 +689,10 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
             .enumerate()
             .map(move |(ty, ys)| (ty * tiles_x as usize, ys))
     };
-    let mut hists = vec![[0u32; 766]; (tiles_x * tiles_y) as usize];
-    for (first, ys) in tile_rows() {
-        for (hist, xs) in hists[first..].iter_mut().zip(&spans_x) {
-            *hist = histogram_of_tile(&brightness, width, (xs.clone(), ys.clone()));
-        }
-    }
+    let hists: Vec<BrightnessHistogram> = tile_rows()
+        .flat_map(|(_, ys)| spans_x.iter().map(move |xs| (xs.clone(), ys.clone())))
+        .map(|tile| histogram_of_tile(&brightness, width, tile))
+        .collect();
     let mut whole_hist = [0u32; 766];
     for hist in &hists {
         for (w, h) in whole_hist.iter_mut().zip(hist) {
