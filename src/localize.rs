@@ -616,32 +616,44 @@ struct BrightSample {
     colour: [f32; 3],
 }
 
-/// Running sums over a region's bright pixels.
+/// Running sums over a region's bright pixels. The pixels' places are summed as whole numbers
+/// (their centres lie half a pixel further on): integer additions do not wait on one another the way
+/// float additions do, and the sums are exact.
 #[derive(Clone, Copy, Default)]
 struct BrightSum {
     colour: [f32; 3],
-    x: f32,
-    y: f32,
-    n: f32,
+    /// Sum of the pixels' columns.
+    x: u64,
+    /// Sum of the pixels' rows.
+    y: u64,
+    n: u32,
 }
 
 impl BrightSum {
-    fn add(&mut self, x: u32, y: u32, pixel: [f32; 3]) {
+    #[inline(always)]
+    fn add(&mut self, x: usize, pixel: [f32; 3]) {
         for (s, v) in self.colour.iter_mut().zip(pixel) {
             *s += v;
         }
-        self.x += x as f32 + 0.5;
-        self.y += y as f32 + 0.5;
-        self.n += 1.0;
+        self.x += x as u64;
+        self.n += 1;
     }
 
-    /// Mean colour and centroid; none when there were no pixels or they are too dark to be bare
-    /// slide.
+    /// Counts the pixels added since the last call (`n_before` of them before) as lying in row `y`.
+    #[inline(always)]
+    fn set_row(&mut self, n_before: u32, y: usize) {
+        self.y += u64::from(self.n - n_before) * y as u64;
+    }
+
+    /// Mean colour and centroid (of the pixels' centres); none when there were no pixels or they
+    /// are too dark to be bare slide.
     fn sample(&self) -> Option<BrightSample> {
-        let colour = self.colour.map(|s| s / self.n.max(1.0));
-        (self.n > 0.0 && colour.iter().sum::<f32>() >= MIN_WHITE).then(|| BrightSample {
-            x: self.x / self.n,
-            y: self.y / self.n,
+        let n = self.n as f32;
+        let colour = self.colour.map(|s| s / n.max(1.0));
+        let centre = |sum: u64| (sum as f32 + 0.5 * n) / n;
+        (self.n > 0 && colour.iter().sum::<f32>() >= MIN_WHITE).then(|| BrightSample {
+            x: centre(self.x),
+            y: centre(self.y),
             colour,
         })
     }
@@ -714,15 +726,18 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
             {
                 // Summed in a local copy, which stays in registers across the span.
                 let mut sum = *tile_sum;
+                let (whole_before, tile_before) = (whole.n, sum.n);
                 for x in xs.clone() {
                     let (b, pixel) = (brightness[x] as usize, pixels[x]);
                     if b >= whole_threshold {
-                        whole.add(x as u32, y as u32, pixel);
+                        whole.add(x, pixel);
                     }
                     if b >= threshold {
-                        sum.add(x as u32, y as u32, pixel);
+                        sum.add(x, pixel);
                     }
                 }
+                whole.set_row(whole_before, y);
+                sum.set_row(tile_before, y);
                 *tile_sum = sum;
             }
         }
@@ -1392,13 +1407,37 @@ mod tests {
         let threshold = bright_threshold(&hist);
         let mut sum = BrightSum::default();
         for y in ys {
+            let before = sum.n;
             for x in xs.clone() {
                 if img.brightness_at(x, y) >= threshold {
-                    sum.add(x, y, img.at(x, y));
+                    sum.add(x as usize, img.at(x, y));
                 }
             }
+            sum.set_row(before, y as usize);
         }
         sum.sample()
+    }
+
+    #[test]
+    fn bright_sum_gives_the_mean_colour_and_the_centre_of_the_pixels() {
+        let mut sum = BrightSum::default();
+        // Two pixels in row 3 (columns 4 and 7), one in row 10 (column 1).
+        let before = sum.n;
+        sum.add(4, [200.0, 180.0, 190.0]);
+        sum.add(7, [210.0, 190.0, 170.0]);
+        sum.set_row(before, 3);
+        let before = sum.n;
+        sum.add(1, [190.0, 170.0, 180.0]);
+        sum.set_row(before, 10);
+        let sample = sum.sample().unwrap();
+        assert_eq!(sample.colour, [200.0, 180.0, 180.0]);
+        assert_eq!(sample.x, (4.5 + 7.5 + 1.5) / 3.0);
+        assert_eq!(sample.y, (3.5 + 3.5 + 10.5) / 3.0);
+        let mut dark = BrightSum::default();
+        dark.add(0, [10.0, 10.0, 10.0]);
+        dark.set_row(0, 0);
+        assert!(dark.sample().is_none(), "darker than bare slide");
+        assert!(BrightSum::default().sample().is_none(), "no pixels");
     }
 
     #[test]
