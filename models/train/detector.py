@@ -10,12 +10,14 @@ never seen: `marrowscope detect-eval --detector` measures on them.
 
   detector.py --out runs/det [--epochs 60] [--size 256] [--ship models/]
   detector.py --out /tmp/d --epochs 1 --limit 24      # smoke test (CI)
+  detector.py --out runs/det --device cuda            # model on the GPU, data prepared on the CPU
 
 Writes OUT/detector.pt, OUT/BASENAME.onnx and OUT/BASENAME.ron (BASENAME: --basename, default
 wbc-detector; the manifest holds input size, stride, threshold, sha256), and with --ship copies the
 two model files there.
 """
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -51,6 +53,9 @@ def parse_args(argv=None):
     ap.add_argument("--holdout", type=float, default=0.12, help="share of training frames kept for the threshold")
     ap.add_argument("--limit", type=int, help="use only this many frames (smoke test)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where the model trains and predicts; frames are always prepared on the CPU, and the "
+                         "checkpoint and the ONNX export are written from a CPU copy")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ship", help="copy BASENAME.onnx and .ron here (e.g. models/)")
     ap.add_argument("--basename", default="wbc-detector", help="file name of the exported model and manifest")
@@ -105,6 +110,13 @@ def voc_boxes(xml_file):
 
 def held_out(name, share):
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32 < share
+
+
+def split_frames(frames, holdout, limit=None):
+    """(training frames, held-back frames): held back by file-name hash (a quarter with --limit)."""
+    share = holdout if not limit else 0.25
+    held = [f for f in frames if held_out(f[0].name, share)] or frames[:2]
+    return [f for f in frames if f not in held] or frames, held
 
 
 def load_frames(root, split, limit=None):
@@ -264,8 +276,8 @@ def loss_of(out, heat, idxs, regs, giou_weight=0.0):
     preds, want = [], []
     for b, (i, r) in enumerate(zip(idxs, regs)):
         if i:
-            preds.append(box[b][:, torch.tensor(i)].T)
-            want.append(torch.tensor(r, dtype=torch.float32))
+            preds.append(box[b][:, torch.tensor(i, device=box.device)].T)
+            want.append(torch.tensor(r, dtype=torch.float32, device=box.device))
     if preds:
         p, t = torch.cat(preds), torch.cat(want)
         loss = loss + F.l1_loss(p[:, :2], t[:, :2]) + F.l1_loss(p[:, 2:], t[:, 2:])
@@ -330,8 +342,10 @@ def score(outputs, frames, threshold):
 
 @torch.no_grad()
 def predict(model, frames, size):
+    """Outputs (5 x G x G, on the CPU) for frames prepared on the CPU and run where the model is."""
     model.eval()
-    return [model(to_input(img, size))[0] for img, _ in frames]
+    device = next(model.parameters()).device
+    return [model(to_input(img, size).to(device))[0].cpu() for img, _ in frames]
 
 
 def pick_threshold(outputs, frames, min_precision):
@@ -345,6 +359,13 @@ def pick_threshold(outputs, frames, min_precision):
 
 
 # ---------------------------------------------------------------- export
+
+def on_cpu(model):
+    """The model itself when it is on the CPU, else a copy moved there (for saving and export)."""
+    if next(model.parameters()).device.type == "cpu":
+        return model
+    return copy.deepcopy(model).cpu()
+
 
 def export(model, size, path):
     model.eval()
@@ -377,18 +398,18 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = load_frames(Path(args.frames), "train", args.limit)
-    share = args.holdout if not args.limit else 0.25
-    held = [f for f in frames if held_out(f[0].name, share)] or frames[:2]
-    train = [f for f in frames if f not in held] or frames
+    train, held = split_frames(frames, args.holdout, args.limit)
     print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold", flush=True)
     # Kept at most 1.6x the input size (a zoomed-in crop then still shrinks to the input).
     train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
     held_px = [(read_rgb(p), b) for p, b in held]
 
+    device = torch.device(args.device)
     model = Detector(stem=args.stem)
     if args.checkpoint:
-        model.load_state_dict(torch.load(args.checkpoint))
+        model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
         args.epochs = 0
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * math.ceil(len(train_px) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(steps, 1), pct_start=0.1)
@@ -400,7 +421,7 @@ def main(argv=None):
         for k in range(0, len(order), args.batch):
             x, heat, idxs, regs = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng, True,
                                            args.crop_share, args.keep_visible)
-            loss = loss_of(model(x), heat, idxs, regs, args.giou)
+            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -412,12 +433,12 @@ def main(argv=None):
             line += f" held-back P {s['precision']:.3f} R {s['recall']:.3f} at 0.3"
         print(line, flush=True)
     if not args.checkpoint:
-        torch.save(model.state_dict(), out / "detector.pt")
+        torch.save(on_cpu(model).state_dict(), out / "detector.pt")
 
     threshold, s = pick_threshold(predict(model, held_px, args.size), held_px, args.min_precision)
     print(f"threshold {threshold:.3f}: held-back P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}")
     onnx_path = out / f"{args.basename}.onnx"
-    export(model, args.size, onnx_path)
+    export(on_cpu(model), args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
     (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "checkpoint": args.checkpoint,
