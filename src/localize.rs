@@ -627,6 +627,8 @@ struct BrightSum {
     /// Sum of the pixels' rows.
     y: u64,
     n: u32,
+    /// `n` when the current row began (see [`Self::end_row`]).
+    n_at_row_start: u32,
 }
 
 impl BrightSum {
@@ -639,10 +641,11 @@ impl BrightSum {
         self.n += 1;
     }
 
-    /// Counts the pixels added since the last call (`n_before` of them before) as lying in row `y`.
+    /// Counts the pixels added since the last call as lying in row `y`.
     #[inline(always)]
-    fn set_row(&mut self, n_before: u32, y: usize) {
-        self.y += u64::from(self.n - n_before) * y as u64;
+    fn end_row(&mut self, y: usize) {
+        self.y += u64::from(self.n - self.n_at_row_start) * y as u64;
+        self.n_at_row_start = self.n;
     }
 
     /// Mean colour and centroid (of the pixels' centres); none when there were no pixels or they
@@ -726,7 +729,6 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
             {
                 // Summed in a local copy, which stays in registers across the span.
                 let mut sum = *tile_sum;
-                let (whole_before, tile_before) = (whole.n, sum.n);
                 for x in xs.clone() {
                     let (b, pixel) = (brightness[x] as usize, pixels[x]);
                     if b >= whole_threshold {
@@ -736,8 +738,8 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
                         sum.add(x, pixel);
                     }
                 }
-                whole.set_row(whole_before, y);
-                sum.set_row(tile_before, y);
+                whole.end_row(y);
+                sum.end_row(y);
                 *tile_sum = sum;
             }
         }
@@ -1407,13 +1409,12 @@ mod tests {
         let threshold = bright_threshold(&hist);
         let mut sum = BrightSum::default();
         for y in ys {
-            let before = sum.n;
             for x in xs.clone() {
                 if img.brightness_at(x, y) >= threshold {
                     sum.add(x as usize, img.at(x, y));
                 }
             }
-            sum.set_row(before, y as usize);
+            sum.end_row(y as usize);
         }
         sum.sample()
     }
@@ -1422,20 +1423,18 @@ mod tests {
     fn bright_sum_gives_the_mean_colour_and_the_centre_of_the_pixels() {
         let mut sum = BrightSum::default();
         // Two pixels in row 3 (columns 4 and 7), one in row 10 (column 1).
-        let before = sum.n;
         sum.add(4, [200.0, 180.0, 190.0]);
         sum.add(7, [210.0, 190.0, 170.0]);
-        sum.set_row(before, 3);
-        let before = sum.n;
+        sum.end_row(3);
         sum.add(1, [190.0, 170.0, 180.0]);
-        sum.set_row(before, 10);
+        sum.end_row(10);
         let sample = sum.sample().unwrap();
         assert_eq!(sample.colour, [200.0, 180.0, 180.0]);
         assert_eq!(sample.x, (4.5 + 7.5 + 1.5) / 3.0);
         assert_eq!(sample.y, (3.5 + 3.5 + 10.5) / 3.0);
         let mut dark = BrightSum::default();
         dark.add(0, [10.0, 10.0, 10.0]);
-        dark.set_row(0, 0);
+        dark.end_row(0);
         assert!(dark.sample().is_none(), "darker than bare slide");
         assert!(BrightSum::default().sample().is_none(), "no pixels");
     }
