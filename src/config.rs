@@ -366,18 +366,21 @@ mod tests {
         assert!(p.model_path().ends_with("models/marrow-f32.ron"));
         assert!(p
             .detector_path()
-            .is_some_and(|d| d.ends_with("models/wbc-detector.ron") && d.is_file()));
+            .is_some_and(|d| d.ends_with("models/wbc-detector-fast.ron") && d.is_file()));
     }
 
     #[test]
     fn detector_is_optional_but_not_empty() {
-        let field = "    detector: Some(\"../models/wbc-detector.ron\"),\n";
+        let field = "    detector: Some(\"../models/wbc-detector-fast.ron\"),\n";
         assert!(DESKTOP_PROFILE.contains(field));
         let without = DESKTOP_PROFILE.replacen(field, "", 1);
         let p = BoardProfile::parse(&without, "x.ron", PathBuf::new()).unwrap();
         assert_eq!(p.detector_path(), None);
-        let empty =
-            DESKTOP_PROFILE.replacen("Some(\"../models/wbc-detector.ron\")", "Some(\" \")", 1);
+        let empty = DESKTOP_PROFILE.replacen(
+            "Some(\"../models/wbc-detector-fast.ron\")",
+            "Some(\" \")",
+            1,
+        );
         let msg = BoardProfile::parse(&empty, "x.ron", PathBuf::new())
             .unwrap_err()
             .to_string();

@@ -14,7 +14,7 @@ const BCCD_UM_PER_PX: f32 = 0.085;
 #[test]
 fn pipeline_on_real_smear_frames_counts_each_white_cell() {
     // The profile names the learned detector: it finds the cells in replayed frames.
-    count_real_smear_frames(&[], "marrowscope-wbc-centre-detector");
+    count_real_smear_frames(&[], "marrowscope-wbc-centre-detector-fast");
 }
 
 #[test]
@@ -179,10 +179,15 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
     let named = scores(eval(&manifest));
     // All 288 val frames: see README. These frames mix the four sources' magnifications.
     assert!(named.0 >= 0.9 && named.1 >= 0.9, "{named:?}");
-    // Without options detect-eval scores the profile's localizer, the same detector.
+    // The fast variant (the 640x480 profiles': desktop and Pi Zero) is within about a box of it
+    // here (27 boxes).
+    let fast = scores(eval(&manifest.with_file_name("wbc-detector-fast.ron")));
+    assert!(fast.0 >= 0.9 && fast.1 >= 0.9, "{fast:?}");
+    assert!(fast.2 >= named.2 - 0.04, "{fast:?} {named:?}");
+    // Without options detect-eval scores the desktop profile's localizer, the fast detector.
     assert_eq!(
         scores(detect_eval(&images, &labels, "yolo", &["--json"])),
-        named
+        fast
     );
     // It is the better of the two here: the classical one's fixed scale fits few of these sources.
     let classical = scores(detect_eval(
@@ -191,14 +196,9 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
         "yolo",
         &["--json", "--classical"],
     ));
-    assert!(classical.2 < named.2, "{classical:?} {named:?}");
-    // The fast variant (the Pi Zero's profile) is within about a box of it here (27 boxes) and
-    // far better than the classical one.
-    let fast = scores(eval(&manifest.with_file_name("wbc-detector-fast.ron")));
-    assert!(fast.0 >= 0.9 && fast.1 >= 0.9, "{fast:?}");
     assert!(
-        fast.2 > classical.2 && fast.2 >= named.2 - 0.04,
-        "{fast:?} {named:?}"
+        classical.2 < named.2 && classical.2 < fast.2,
+        "{classical:?} {named:?} {fast:?}"
     );
     // A manifest whose hash does not match its model is refused in one line.
     let bad = tmp.path().join("wbc-detector.ron");

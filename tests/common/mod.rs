@@ -89,10 +89,13 @@ pub fn write_board(dir: &Path, um_per_px: f32, report: &Path) -> PathBuf {
     );
     let text = replaced(
         &text,
-        "detector: Some(\"../models/wbc-detector.ron\")",
+        "detector: Some(\"../models/wbc-detector-fast.ron\")",
         &format!(
             "detector: Some({:?})",
-            repo().join("models/wbc-detector.ron").display().to_string()
+            repo()
+                .join("models/wbc-detector-fast.ron")
+                .display()
+                .to_string()
         ),
     );
     let text = replaced(
