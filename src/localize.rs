@@ -704,10 +704,14 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
             .enumerate()
             .map(move |(ty, ys)| (ty * tiles_x as usize, ys))
     };
-    let hists: Vec<BrightnessHistogram> = tile_rows()
-        .flat_map(|(_, ys)| spans_x.iter().map(move |xs| (xs.clone(), ys.clone())))
-        .map(|tile| histogram_of_tile(&brightness, width, tile))
-        .collect();
+    // Sized up front: collected from the nested iterator, the vector of 3 KB histograms would
+    // grow, and move them, several times a frame.
+    let mut hists: Vec<BrightnessHistogram> = Vec::with_capacity((tiles_x * tiles_y) as usize);
+    hists.extend(
+        tile_rows()
+            .flat_map(|(_, ys)| spans_x.iter().map(move |xs| (xs.clone(), ys.clone())))
+            .map(|tile| histogram_of_tile(&brightness, width, tile)),
+    );
     let mut whole_hist = [0u32; 766];
     for hist in &hists {
         for (w, h) in whole_hist.iter_mut().zip(hist) {
