@@ -6,7 +6,7 @@
 # On a machine without ../shared (the GPU machine of 2026-12-04), copy TXL-PBC's train split beside
 # the repo and name it in FRAMES; the val split is never read.
 # Env overrides (defaults):  PY (python3)  DEVICE (cuda)  JOBS (16: runs at a time)
-#   RECIPES ("base fast edge long")  SEEDS ("0 1 2 3")  EXTRA ("": appended to every run's arguments,
+#   RECIPES ("base fast edge long"; also fastedge, fastlong)  SEEDS ("0 1 2 3")  EXTRA ("": appended to every run's arguments,
 #   so e.g. "--limit 40 --epochs 1" overrides the recipe's epochs)  FRAMES (../shared/data/frames/txl-pbc)
 #   SIZE (160)  HOLDOUT (0.25)  SWEEP (/tmp/sweep: run dirs and logs)  OUT (/tmp/sweep-out)
 #   DEADLINE (400: seconds after the start at which unfinished runs are killed; summary and tar follow)
@@ -27,13 +27,15 @@ recipe_args() { # recipe -> its detector.py arguments
     fast) echo "--epochs 40 --stem 4" ;;
     edge) echo "--epochs 40 --keep-visible 0.1 --giou 1" ;;
     long) echo "--epochs 80" ;;
+    fastedge) echo "--epochs 40 --stem 4 --keep-visible 0.1 --giou 1" ;;
+    fastlong) echo "--epochs 80 --stem 4" ;;
     *) echo "sweep: unknown recipe $1" >&2; return 1 ;;
   esac
 }
 
 case "$SWEEP" in /tmp/?*) rm -rf "$SWEEP" ;; esac
 mkdir -p "$SWEEP" "$OUT" || exit 1
-{ echo "start $(date -u +%FT%TZ) host $(hostname) cores $(nproc)"; echo "PY=$PY DEVICE=$DEVICE JOBS=$JOBS EXTRA=$EXTRA"
+{ echo "start $(date -u +%FT%TZ) host $(hostname) cores $(nproc --all)"; echo "PY=$PY DEVICE=$DEVICE JOBS=$JOBS EXTRA=$EXTRA"
   git rev-parse HEAD 2>/dev/null; git diff --stat 2>/dev/null
   "$PY" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   command -v nvidia-smi >/dev/null && nvidia-smi -L; } >"$SWEEP/env.txt" 2>&1
