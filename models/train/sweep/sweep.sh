@@ -6,8 +6,9 @@
 # On a machine without ../shared (the GPU machine of 2026-12-04), copy TXL-PBC's train split beside
 # the repo and name it in FRAMES; the val split is never read.
 # Env overrides (defaults):  PY (python3)  DEVICE (cuda)  JOBS (16: runs at a time)
-#   RECIPES ("base fast edge long"; also fastedge, fastlong)  SEEDS ("0 1 2 3")  EXTRA ("": appended to every run's arguments,
-#   so e.g. "--limit 40 --epochs 1" overrides the recipe's epochs)  FRAMES (../shared/data/frames/txl-pbc)
+#   RECIPES ("base fast edge long"; also fastedge, fastlong: see recipe_args)  SEEDS ("0 1 2 3")
+#   EXTRA ("": appended to every run's arguments, so e.g. "--limit 40 --epochs 1" overrides the recipe's
+#   epochs)  FRAMES (../shared/data/frames/txl-pbc)
 #   SIZE (160)  HOLDOUT (0.25)  SWEEP (/tmp/sweep: run dirs and logs)  OUT (/tmp/sweep-out)
 #   DEADLINE (400: seconds after the start at which unfinished runs are killed; summary and tar follow)
 #   TICK (40: seconds between progress lines)
