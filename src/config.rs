@@ -371,16 +371,13 @@ mod tests {
 
     #[test]
     fn detector_is_optional_but_not_empty() {
-        let field = "    detector: Some(\"../models/wbc-detector-fast.ron\"),\n";
-        assert!(DESKTOP_PROFILE.contains(field));
-        let without = DESKTOP_PROFILE.replacen(field, "", 1);
+        let named = "Some(\"../models/wbc-detector-fast.ron\")";
+        let field = format!("    detector: {named},\n");
+        assert!(DESKTOP_PROFILE.contains(&field));
+        let without = DESKTOP_PROFILE.replacen(&field, "", 1);
         let p = BoardProfile::parse(&without, "x.ron", PathBuf::new()).unwrap();
         assert_eq!(p.detector_path(), None);
-        let empty = DESKTOP_PROFILE.replacen(
-            "Some(\"../models/wbc-detector-fast.ron\")",
-            "Some(\" \")",
-            1,
-        );
+        let empty = DESKTOP_PROFILE.replacen(named, "Some(\" \")", 1);
         let msg = BoardProfile::parse(&empty, "x.ron", PathBuf::new())
             .unwrap_err()
             .to_string();
