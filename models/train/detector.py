@@ -70,6 +70,9 @@ def parse_args(argv=None):
     ap.add_argument("--keep-visible", type=float, default=0.4,
                     help="a cell the crop cuts stays a target while this share of its box is in view (the "
                          "experts box even thin slivers of cells at the frame edge)")
+    ap.add_argument("--ignore-cut", action="store_true",
+                    help="a cell the crop cuts below --keep-visible is left out of the heat-map loss where it "
+                         "is in view, instead of being taught as background")
     ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
                     help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
                          "convolution (about half the multiply-adds, for small boards)")
@@ -139,8 +142,10 @@ def read_rgb(path, longest=None):
 
 
 def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
-    """Random zoom-in crop, flips, quarter turns and colour jitter; boxes follow."""
+    """Random zoom-in crop, flips, quarter turns and colour jitter; boxes follow. Returns the picture,
+    the target boxes, and the in-view parts of the cells the crop cut below keep_visible (not targets)."""
     h, w = img.shape[:2]
+    cut = np.zeros((0, 4), np.float32)
     if rng.random() < crop_share:
         s = rng.uniform(0.55, 1.0)
         cw, ch = int(w * s), int(h * s)
@@ -150,28 +155,45 @@ def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
         x_lo, x_hi = np.clip(px[:, 0] - px[:, 2] / 2, x0, x0 + cw), np.clip(px[:, 0] + px[:, 2] / 2, x0, x0 + cw)
         y_lo, y_hi = np.clip(px[:, 1] - px[:, 3] / 2, y0, y0 + ch), np.clip(px[:, 1] + px[:, 3] / 2, y0, y0 + ch)
         keep = ((x_hi - x_lo) * (y_hi - y_lo)) > keep_visible * px[:, 2] * px[:, 3]
-        boxes = np.stack([((x_lo + x_hi) / 2 - x0) / cw, ((y_lo + y_hi) / 2 - y0) / ch,
-                          (x_hi - x_lo) / cw, (y_hi - y_lo) / ch], 1)[keep].astype(np.float32)
+        in_view = np.stack([((x_lo + x_hi) / 2 - x0) / cw, ((y_lo + y_hi) / 2 - y0) / ch,
+                            (x_hi - x_lo) / cw, (y_hi - y_lo) / ch], 1).astype(np.float32)
+        seen = (x_hi - x_lo > 0.5) & (y_hi - y_lo > 0.5)  # more than rounding: half a pixel each way
+        boxes, cut = in_view[keep], in_view[~keep & seen]
+    n = len(boxes)
+    both = np.concatenate([boxes, cut]).reshape(-1, 4)
     if rng.random() < 0.5:
-        img, boxes = img[:, ::-1], boxes.copy()
-        boxes[:, 0] = 1 - boxes[:, 0]
+        img, both = img[:, ::-1], both.copy()
+        both[:, 0] = 1 - both[:, 0]
     if rng.random() < 0.5:
         img = img[::-1]
-        boxes = boxes.copy()
-        boxes[:, 1] = 1 - boxes[:, 1]
+        both = both.copy()
+        both[:, 1] = 1 - both[:, 1]
     if rng.random() < 0.5:
         img = np.ascontiguousarray(np.transpose(img, (1, 0, 2)))
-        boxes = boxes[:, [1, 0, 3, 2]]
+        both = both[:, [1, 0, 3, 2]]
+    boxes, cut = both[:n], both[n:]
     img = img.astype(np.float32)
     gain = rng.uniform(0.8, 1.2, 3) * rng.uniform(0.85, 1.15)
     img = np.clip((img - img.mean()) * rng.uniform(0.8, 1.25) + img.mean(), 0, 255) * gain
-    return np.clip(img, 0, 255), boxes
+    return np.clip(img, 0, 255), boxes, cut
 
 
 def to_input(img, size):
     """HWC 0..255 -> 1x3xSxS 0..1 tensor, stretched to size x size (bilinear)."""
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def ignored_cells(cut, grid):
+    """Grid cells (1) whose centres lie in the in-view part of a cut cell (boxes cx, cy, w, h, 0..1),
+    within half a cell: left out of the heat map's background loss."""
+    mask = np.zeros((grid, grid), np.float32)
+    centres = (np.arange(grid) + 0.5) / grid
+    for cx, cy, w, h in cut:
+        xs = np.abs(centres - cx) <= w / 2 + 0.5 / grid
+        ys = np.abs(centres - cy) <= h / 2 + 0.5 / grid
+        mask[np.ix_(ys, xs)] = 1.0
+    return mask
 
 
 def targets(boxes, grid):
@@ -190,17 +212,21 @@ def targets(boxes, grid):
 
 
 def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4):
+    """Inputs, heat maps, centre indices and box targets of a batch, and the grid cells left out of
+    the background loss (see augment and ignored_cells)."""
     grid = size // STRIDE
-    xs, heats, idxs, regs = [], [], [], []
+    xs, heats, idxs, regs, ignores = [], [], [], [], []
     for img, boxes in items:
+        cut = np.zeros((0, 4), np.float32)
         if train:
-            img, boxes = augment(img, boxes, rng, crop_share, keep_visible)
+            img, boxes, cut = augment(img, boxes, rng, crop_share, keep_visible)
         xs.append(to_input(img, size))
         h, i, r = targets(boxes, grid)
         heats.append(h)
         idxs.append(i)
         regs.append(r)
-    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs
+        ignores.append(ignored_cells(cut, grid))
+    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, torch.from_numpy(np.stack(ignores))
 
 
 # ---------------------------------------------------------------- model
@@ -245,12 +271,15 @@ class Detector(nn.Module):
         return torch.cat([torch.sigmoid(self.heat(p8)), self.box(p8)], 1)
 
 
-def focal_loss(pred, gt):
-    """Penalty-reduced pixel focal loss of CenterNet on the heat map."""
+def focal_loss(pred, gt, ignore=None):
+    """Penalty-reduced pixel focal loss of CenterNet on the heat map; cells where `ignore` is 1 add
+    no background loss."""
     pred = pred.clamp(1e-4, 1 - 1e-4)
     pos = gt.eq(1).float()
     pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
     neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - gt) ** 4 * (1 - pos)
+    if ignore is not None:
+        neg_loss = neg_loss * (1 - ignore)
     n = pos.sum().clamp(min=1)
     return -(pos_loss.sum() + neg_loss.sum()) / n
 
@@ -270,8 +299,8 @@ def giou_loss(pred, want):
     return (1 - giou).mean()
 
 
-def loss_of(out, heat, idxs, regs, giou_weight=0.0):
-    loss = focal_loss(out[:, 0], heat)
+def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None):
+    loss = focal_loss(out[:, 0], heat, ignore)
     box = out[:, 1:].flatten(2)
     preds, want = [], []
     for b, (i, r) in enumerate(zip(idxs, regs)):
@@ -419,9 +448,10 @@ def main(argv=None):
         order = rng.permutation(len(train_px))
         total = 0.0
         for k in range(0, len(order), args.batch):
-            x, heat, idxs, regs = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng, True,
-                                           args.crop_share, args.keep_visible)
-            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou)
+            x, heat, idxs, regs, ignore = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng,
+                                                   True, args.crop_share, args.keep_visible)
+            ignore = ignore.to(device) if args.ignore_cut else None
+            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -73,8 +73,39 @@ check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 
 # the training options tried on 2026-12-03 (GIoU box loss, more and thinner cut cells) still train,
 # and the fast variant (patch stem) exports under its own file name
 check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" --epochs 1 --limit 16 --size 96 \
-  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --basename wbc-detector-fast --name fast
+  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --ignore-cut --basename wbc-detector-fast --name fast
 check detector_fast_files test -s "$TMP/det2/wbc-detector-fast.onnx" -a -s "$TMP/det2/wbc-detector-fast.ron"
+# --ignore-cut: a cell the crop cuts below --keep-visible is no target, but its part in view is kept
+# (through the flips and the turn) and marks the grid cells left out of the background loss
+check detector_cut_cells "$PY" - "$HERE" <<'EOF'
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import detector as D
+img = np.zeros((100, 100, 3), np.uint8)
+# a whole cell in the middle, one in the top-left corner that crops cut (drawn bright, to be followed)
+img[:20, :20] = 255
+boxes = np.array([[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.2, 0.2]], np.float32)
+rng, seen = np.random.default_rng(1), 0
+for _ in range(300):
+    out, kept, cut = D.augment(img, boxes, rng, crop_share=1.0, keep_visible=0.4)
+    assert len(kept) >= 1 and len(kept) + len(cut) <= 2
+    for cx, cy, w, h in cut:
+        seen += 1
+        assert 0 < w <= 1 and 0 < h <= 1 and cx - w / 2 > -1e-6 and cx + w / 2 < 1 + 1e-6
+        # less than keep_visible of the cell is in view (the crop is at least 0.55 of the side)
+        assert w * h < 0.4 * 0.2 * 0.2 / 0.55 ** 2
+        # the cut part lies in a corner of the crop, whatever the flips and turn did
+        assert min(cx - w / 2, 1 - cx - w / 2) < 1e-6 and min(cy - h / 2, 1 - cy - h / 2) < 1e-6
+        # and it is where the picture shows the cell
+        oh, ow = out.shape[:2]
+        centre = out[min(int(cy * oh), oh - 1), min(int(cx * ow), ow - 1)].mean()
+        assert centre > (out.max() + out.min()) / 2, (cx, cy, w, h)
+assert seen > 5, seen
+mask = D.ignored_cells(np.array([[0.05, 0.5, 0.1, 0.2]], np.float32), 10)
+assert mask.sum() == 8 and mask[3:7, 0:2].all(), mask
+assert D.ignored_cells(np.zeros((0, 4), np.float32), 10).sum() == 0
+print("cut cells ok", seen)
+EOF
 check detector_tract "$PY" - "$TMP/det" <<'EOF'
 import sys, re, numpy as np, tract
 from pathlib import Path
