@@ -211,9 +211,9 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
-def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4):
-    """Inputs, heat maps, centre indices and box targets of a batch, and the grid cells left out of
-    the background loss (see augment and ignored_cells)."""
+def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False):
+    """Inputs, heat maps, centre indices and box targets of a batch, and with ignore_cut the grid
+    cells left out of the background loss (see augment and ignored_cells; else None)."""
     grid = size // STRIDE
     xs, heats, idxs, regs, ignores = [], [], [], [], []
     for img, boxes in items:
@@ -225,8 +225,10 @@ def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4):
         heats.append(h)
         idxs.append(i)
         regs.append(r)
-        ignores.append(ignored_cells(cut, grid))
-    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, torch.from_numpy(np.stack(ignores))
+        if ignore_cut:
+            ignores.append(ignored_cells(cut, grid))
+    ignore = torch.from_numpy(np.stack(ignores)) if ignore_cut else None
+    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore
 
 
 # ---------------------------------------------------------------- model
@@ -449,8 +451,8 @@ def main(argv=None):
         total = 0.0
         for k in range(0, len(order), args.batch):
             x, heat, idxs, regs, ignore = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng,
-                                                   True, args.crop_share, args.keep_visible)
-            ignore = ignore.to(device) if args.ignore_cut else None
+                                                   True, args.crop_share, args.keep_visible, args.ignore_cut)
+            ignore = ignore.to(device) if ignore is not None else None
             loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore)
             opt.zero_grad()
             loss.backward()
