@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_SHARED  # noqa: E402
@@ -76,6 +77,10 @@ def parse_args(argv=None):
     ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
                     help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
                          "convolution (about half the multiply-adds, for small boards)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="also keep an exponential moving average of the weights (and batch-norm statistics) "
+                         "with this decay per step, e.g. 0.999, and score, save and export it instead of the "
+                         "last weights; 0: off")
     return ap.parse_args(argv)
 
 
@@ -444,6 +449,9 @@ def main(argv=None):
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * math.ceil(len(train_px) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(steps, 1), pct_start=0.1)
+    # The average of the weights along the last steps (deep copy: draws no random numbers).
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    kept = ema.module if ema else model  # what is scored, saved and exported
     t0 = time.time()
     for epoch in range(args.epochs):
         model.train()
@@ -458,22 +466,24 @@ def main(argv=None):
             loss.backward()
             opt.step()
             sched.step()
+            if ema:
+                ema.update_parameters(model)
             total += loss.item() * len(x)
         line = f"epoch {epoch + 1}/{args.epochs} loss {total / len(train_px):.4f} ({time.time() - t0:.0f} s)"
         if (epoch + 1) % 10 == 0 or epoch + 1 == args.epochs:
-            s = score(predict(model, held_px, args.size), held_px, 0.3)
+            s = score(predict(kept, held_px, args.size), held_px, 0.3)
             line += f" held-back P {s['precision']:.3f} R {s['recall']:.3f} at 0.3"
         print(line, flush=True)
     if not args.checkpoint:
-        torch.save(on_cpu(model).state_dict(), out / "detector.pt")
+        torch.save(on_cpu(kept).state_dict(), out / "detector.pt")
 
-    threshold, s = pick_threshold(predict(model, held_px, args.size), held_px, args.min_precision)
+    threshold, s = pick_threshold(predict(kept, held_px, args.size), held_px, args.min_precision)
     print(f"threshold {threshold:.3f}: held-back P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}")
     onnx_path = out / f"{args.basename}.onnx"
-    export(on_cpu(model), args.size, onnx_path)
+    export(on_cpu(kept), args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
-    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "checkpoint": args.checkpoint,
+    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema, "checkpoint": args.checkpoint,
                                                    "train_frames": len(train), "seconds": time.time() - t0}, indent=1))
     if args.ship:
         ship = Path(args.ship)

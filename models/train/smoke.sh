@@ -72,9 +72,24 @@ check cached_train "$PY" "$HERE/train_cached.py" train --data "synth=$TMP/data" 
 check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 --size 128
 # the training options tried on 2026-12-03 (GIoU box loss, more and thinner cut cells) still train,
 # and the fast variant (patch stem) exports under its own file name
-check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" --epochs 1 --limit 16 --size 96 \
+check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" --epochs 2 --limit 16 --size 96 \
   --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --ignore-cut --basename wbc-detector-fast --name fast
 check detector_fast_files test -s "$TMP/det2/wbc-detector-fast.onnx" -a -s "$TMP/det2/wbc-detector-fast.ron"
+# --ema: the same run (same seed, same draws) with the weights' moving average saves that average, not
+# the last weights (run as above, so the two differ only in what is kept; two epochs of one step each,
+# as the average's first step only copies the weights)
+check detector_ema "$PY" "$HERE/detector.py" --out "$TMP/det3" --epochs 2 --limit 16 --size 96 \
+  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --ignore-cut --basename wbc-detector-fast --name fast --ema 0.5
+check detector_ema_kept "$PY" - "$TMP/det2" "$TMP/det3" <<'EOF'
+import json, sys
+import torch
+last, ema = (torch.load(f"{d}/detector.pt") for d in sys.argv[1:3])
+assert json.load(open(f"{sys.argv[2]}/detector.json"))["ema"] == 0.5
+assert last.keys() == ema.keys()
+moved = [k for k in last if last[k].is_floating_point() and not torch.equal(last[k], ema[k])]
+assert moved, "the --ema run saved the last weights"
+print("ema kept:", len(moved), "of", len(last), "tensors differ from the last weights")
+EOF
 # --ignore-cut: a cell the crop cuts below --keep-visible is no target, but its part in view is kept
 # (through the flips and the turn) and marks the grid cells left out of the background loss
 check detector_cut_cells "$PY" - "$HERE" <<'EOF'
