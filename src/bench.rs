@@ -124,6 +124,10 @@ pub fn run_bench(
     let (frame_width, frame_height) = (slide_opts.frame_width, slide_opts.frame_height);
     let mut source = VirtualSlideSource::from_sprites(&sprites, slide_opts, "atlas".into());
     let localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
+    let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
+    // The live loop's memory: read before the timings below hold their frames (16 frames, 37 MB)
+    // and load larger plans.
+    let peak_rss_mb = peak_rss_mb();
     let um = source.slide().um_per_px;
     let frames = localization_frames(&source);
     let small: Vec<RgbImage> = frames
@@ -147,9 +151,6 @@ pub fn run_bench(
     let detector_localize_640x480_at_profile_scale_ms_per_megapixel = with_detector
         .as_ref()
         .map(|l| time_localize(l, &small, profile_um_per_px));
-    let e2e = run_end_to_end(&mut source, &localizer, &classifier, opts.frames)?;
-    // Read before the batch timings below load their larger plans.
-    let peak_rss_mb = peak_rss_mb();
     let size = classifier.manifest().input_size as u32;
     let crops: Vec<RgbImage> = sprites
         .iter()
