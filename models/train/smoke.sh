@@ -72,14 +72,15 @@ check cached_train "$PY" "$HERE/train_cached.py" train --data "synth=$TMP/data" 
 check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 --size 128
 # the training options tried on 2026-12-03 (GIoU box loss, more and thinner cut cells) still train,
 # and the fast variant (patch stem) exports under its own file name
-check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" --epochs 2 --limit 16 --size 96 \
-  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --ignore-cut --basename wbc-detector-fast --name fast
+# (one argument list for this run and the --ema run below, so they differ only in --ema)
+FAST_DETECTOR_ARGS=(--epochs 2 --limit 16 --size 96 --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4
+  --ignore-cut --basename wbc-detector-fast --name fast)
+check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" "${FAST_DETECTOR_ARGS[@]}"
 check detector_fast_files test -s "$TMP/det2/wbc-detector-fast.onnx" -a -s "$TMP/det2/wbc-detector-fast.ron"
 # --ema: the same run (same seed, same draws) with the weights' moving average saves that average, not
 # the last weights (run as above, so the two differ only in what is kept; two epochs of one step each,
 # as the average's first step only copies the weights)
-check detector_ema "$PY" "$HERE/detector.py" --out "$TMP/det3" --epochs 2 --limit 16 --size 96 \
-  --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4 --ignore-cut --basename wbc-detector-fast --name fast --ema 0.5
+check detector_ema "$PY" "$HERE/detector.py" --out "$TMP/det3" "${FAST_DETECTOR_ARGS[@]}" --ema 0.5
 check detector_ema_kept "$PY" - "$TMP/det2" "$TMP/det3" <<'EOF'
 import json, sys
 import torch
