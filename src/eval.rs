@@ -325,6 +325,20 @@ pub struct DetectionReport {
     /// Precision, recall and F1 over the boxes clear of the frame edge (the cells that get
     /// classified), with their counts.
     pub in_view: InViewReport,
+    /// The frames with a found box no expert box matched or an expert box nothing matched, in
+    /// the order scored, with those boxes: where to look first when checking the localizer.
+    pub frames_with_errors: Vec<FrameErrors>,
+}
+
+/// One frame's unpaired boxes: where the localizer and the experts disagree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrameErrors {
+    /// The frame's file name without its extension (that of its label file too).
+    pub frame: String,
+    /// Found boxes matched to no expert box, `[x0, y0, x1, y1]` in frame pixels (to 0.1 px).
+    pub false_positives: Vec<[f32; 4]>,
+    /// Expert boxes nothing found was matched to.
+    pub missed: Vec<[f32; 4]>,
 }
 
 /// The scores of [`InViewCounts`].
@@ -343,6 +357,25 @@ pub struct InViewReport {
 pub struct FrameMatch {
     pub false_positives: Vec<usize>,
     pub missed: Vec<usize>,
+}
+
+impl FrameMatch {
+    /// The boxes this matching left unpaired, under the frame's name; none when all were paired.
+    pub fn errors(&self, frame: &str, predicted: &[BoxPx], truth: &[BoxPx]) -> Option<FrameErrors> {
+        let corners = |boxes: &[BoxPx], picked: &[usize]| -> Vec<[f32; 4]> {
+            let tenths = |v: f32| (v * 10.0).round() / 10.0;
+            picked
+                .iter()
+                .filter_map(|&i| boxes.get(i))
+                .map(|b| [b.x0, b.y0, b.x1, b.y1].map(tenths))
+                .collect()
+        };
+        (!self.false_positives.is_empty() || !self.missed.is_empty()).then(|| FrameErrors {
+            frame: frame.to_string(),
+            false_positives: corners(predicted, &self.false_positives),
+            missed: corners(truth, &self.missed),
+        })
+    }
 }
 
 impl DetectionCounts {
@@ -400,7 +433,12 @@ impl DetectionCounts {
         }
     }
 
-    pub fn report(&self, skipped_out_of_focus: u64) -> DetectionReport {
+    /// The scores, with the frames out of focus and the unpaired boxes of each frame that had any.
+    pub fn report(
+        &self,
+        skipped_out_of_focus: u64,
+        frames_with_errors: Vec<FrameErrors>,
+    ) -> DetectionReport {
         let precision = ratio(
             self.true_positives,
             self.true_positives + self.false_positives,
@@ -429,6 +467,7 @@ impl DetectionCounts {
                 f1: f1(view_precision, view_recall),
                 counts: v,
             },
+            frames_with_errors,
         }
     }
 }
@@ -504,7 +543,7 @@ mod tests {
         );
         let nothing_found = DetectionCounts::default().add_frame(&[], &t, (100, 100), 0.5);
         assert_eq!(nothing_found.missed, vec![0]);
-        let r = d.report(0);
+        let r = d.report(0, Vec::new());
         assert_eq!(
             (r.true_positives, r.false_positives, r.false_negatives),
             (1, 1, 0)
@@ -536,8 +575,22 @@ mod tests {
             square(70.0, 20.0, 10.0),
         ];
         let mut d = DetectionCounts::default();
-        d.add_frame(&found, &truth, (100, 100), 0.5);
-        let r = d.report(0);
+        let unpaired = d.add_frame(&found, &truth, (100, 100), 0.5);
+        // The unpaired boxes are reported under the frame's name, to a tenth of a pixel.
+        let errors = unpaired.errors("f1", &found, &truth).unwrap();
+        assert_eq!(errors.frame, "f1");
+        assert_eq!(
+            errors.false_positives,
+            vec![[40.0, 92.0, 48.0, 100.0], [70.0, 20.0, 80.0, 30.0]]
+        );
+        assert_eq!(
+            errors.missed,
+            vec![[0.0, 40.0, 8.0, 48.0], [60.0, 60.0, 70.0, 70.0]]
+        );
+        let all_paired = DetectionCounts::default().add_frame(&truth, &truth, (100, 100), 0.5);
+        assert_eq!(all_paired.errors("f2", &truth, &truth), None);
+        let r = d.report(0, vec![errors.clone()]);
+        assert_eq!(r.frames_with_errors, vec![errors]);
         assert_eq!(
             (r.true_positives, r.false_positives, r.false_negatives),
             (1, 2, 2)

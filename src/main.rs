@@ -685,6 +685,7 @@ fn detect_eval_cmd(
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     let mut counts = DetectionCounts::default();
     let mut skipped = 0;
+    let mut frames_with_errors = Vec::new();
     for f in &files {
         bar.inc(1);
         let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
@@ -703,20 +704,21 @@ fn detect_eval_cmd(
         }
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
         let unpaired = counts.add_frame(&boxes, &truth, frame.dimensions(), 0.5);
-        if !unpaired.false_positives.is_empty() || !unpaired.missed.is_empty() {
+        if let Some(errors) = unpaired.errors(stem, &boxes, &truth) {
             log::debug!(
                 "{}: {} false positive(s), {} missed",
                 f.display(),
-                unpaired.false_positives.len(),
-                unpaired.missed.len()
+                errors.false_positives.len(),
+                errors.missed.len()
             );
+            frames_with_errors.push(errors);
         }
         if let Some(dir) = &annotate {
             pipeline::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, &truth)?;
         }
     }
     bar.finish_and_clear();
-    let report = counts.report(skipped);
+    let report = counts.report(skipped, frames_with_errors);
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -742,6 +744,10 @@ fn detect_eval_cmd(
             v.counts.expert,
             v.counts.found_paired,
             v.counts.found
+        );
+        println!(
+            "{} frames with a false or missed box (listed, with the boxes, by --json)",
+            report.frames_with_errors.len()
         );
     }
     Ok(())

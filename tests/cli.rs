@@ -134,6 +134,28 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
         (view["recall"].as_f64().unwrap() - view_recall).abs() < 1e-9,
         "{view}"
     );
+    // Each false and missed box is listed once, under the frame it is in.
+    let stems: Vec<&str> = copied
+        .iter()
+        .map(|f| f.file_stem().unwrap().to_str().unwrap())
+        .collect();
+    let listed = r["frames_with_errors"].as_array().unwrap();
+    let boxes_of = |key: &str| -> u64 {
+        listed
+            .iter()
+            .map(|e| {
+                assert!(stems.contains(&e["frame"].as_str().unwrap()), "{e}");
+                e[key].as_array().unwrap().len() as u64
+            })
+            .sum()
+    };
+    assert_eq!(boxes_of("false_positives"), count("false_positives"));
+    assert_eq!(boxes_of("missed"), count("false_negatives"));
+    assert!(listed
+        .iter()
+        .all(|e| e["false_positives"].as_array().unwrap().len()
+            + e["missed"].as_array().unwrap().len()
+            > 0));
     // On these frames the default localizer, the profile's detector, finds every white cell and
     // nothing else (all 364: see README).
     assert!(precision >= 0.9 && tp / truth as f64 >= 0.9, "{r}");
@@ -142,6 +164,32 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
         let png = image::open(annotated.join(format!("{stem}.png"))).unwrap();
         assert_eq!((png.width(), png.height()), (640, 480));
     }
+    // A frame whose expert box lies off its cell, in the corner: the cell found there is listed as
+    // a false box and the expert box as missed.
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::copy(&copied[0], moved.join("moved.jpg")).unwrap();
+    std::fs::write(
+        moved.join("moved.xml"),
+        "<annotation><object><name>WBC</name><bndbox>\
+         <xmin>0</xmin><ymin>0</ymin><xmax>40</xmax><ymax>40</ymax></bndbox></object></annotation>",
+    )
+    .unwrap();
+    let out = detect_eval_voc(&moved, &moved, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let listed = r["frames_with_errors"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{r}");
+    assert_eq!(listed[0]["frame"], "moved");
+    assert_eq!(
+        listed[0]["missed"],
+        serde_json::json!([[0.0, 0.0, 40.0, 40.0]])
+    );
+    let false_boxes = listed[0]["false_positives"].as_array().unwrap().len() as u64;
+    assert!(
+        false_boxes >= 1 && Some(false_boxes) == r["false_positives"].as_u64(),
+        "{r}"
+    );
     // A frame without its label file is a one-line error naming the file.
     std::fs::copy(&copied[0], images.join("unlabelled.jpg")).unwrap();
     let out = detect_eval_voc(&images, &labels, &[]);
