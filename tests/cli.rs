@@ -164,7 +164,7 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
         let png = image::open(annotated.join(format!("{stem}.png"))).unwrap();
         assert_eq!((png.width(), png.height()), (640, 480));
     }
-    // A frame whose expert box lies off its cell, in the corner: the cell found there is listed as
+    // A frame whose expert box lies off its cell, in the corner: the cell found in it is listed as
     // a false box and the expert box as missed.
     let moved = tmp.path().join("moved");
     std::fs::create_dir(&moved).unwrap();
