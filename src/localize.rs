@@ -554,7 +554,7 @@ fn floor_within(value: f32, max: f32) -> u16 {
 /// any white cell, so every tile shows some bare slide.
 const WHITE_TILE: u32 = 112;
 /// Bare slide is sampled at every `WHITE_STEP`-th pixel of every `WHITE_STEP`-th row: a quarter of
-/// the pixels, still over 3,000 to a tile, and its brightest fifth average hundreds.
+/// the pixels, about 2,000 in each tile of a 320 × 240 working frame.
 const WHITE_STEP: usize = 2;
 /// The brightest share of a tile's pixels is taken as its bare slide.
 const WHITE_SHARE: f32 = 0.2;
@@ -698,8 +698,11 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
     let tiles_x = img.width.div_ceil(WHITE_TILE).max(1);
     let tiles_y = img.height.div_ceil(WHITE_TILE).max(1);
     let width = img.width as usize;
-    // The sampled pixels as a grid of their own, `columns` wide; tiles' spans in its places.
-    let columns = width.div_ceil(WHITE_STEP);
+    // The sampled pixels as a grid of their own, `columns` × `rows`; tiles' spans in its places.
+    let (columns, rows) = (
+        width.div_ceil(WHITE_STEP),
+        (img.height as usize).div_ceil(WHITE_STEP),
+    );
     let sampled =
         |span: Range<usize>| span.start.div_ceil(WHITE_STEP)..span.end.div_ceil(WHITE_STEP);
     let spans_x: Vec<Range<usize>> = tile_spans(img.width, tiles_x)
@@ -707,7 +710,7 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
         .map(sampled)
         .collect();
     // Row by row: a flattened iterator here costs more than the sums it feeds.
-    let mut brightness: Vec<u16> = Vec::with_capacity(columns * img.height as usize);
+    let mut brightness: Vec<u16> = Vec::with_capacity(columns * rows);
     for row in img.pixels.chunks_exact(width.max(1)).step_by(WHITE_STEP) {
         brightness.extend(row.iter().step_by(WHITE_STEP).map(brightness_of));
     }
@@ -736,19 +739,19 @@ fn bright_samples(img: &BinnedRgb) -> (Option<BrightSample>, Vec<BrightSample>) 
     let thresholds: Vec<usize> = hists.iter().map(bright_threshold).collect();
     let mut whole = BrightSum::default();
     let mut sums = vec![BrightSum::default(); hists.len()];
-    for (first, rows) in tile_rows() {
-        for row in rows {
+    for (first, sampled_rows) in tile_rows() {
+        for row in sampled_rows {
             let y = row * WHITE_STEP;
             let brightness = &brightness[row * columns..(row + 1) * columns];
             let pixels = &img.pixels[y * width..(y + 1) * width];
-            for ((tile_sum, &threshold), columns) in sums[first..]
+            for ((tile_sum, &threshold), span) in sums[first..]
                 .iter_mut()
                 .zip(&thresholds[first..])
                 .zip(&spans_x)
             {
                 // Summed in a local copy, which stays in registers across the span.
                 let mut sum = *tile_sum;
-                for column in columns.clone() {
+                for column in span.clone() {
                     let x = column * WHITE_STEP;
                     let (b, pixel) = (brightness[column] as usize, pixels[x]);
                     if b >= whole_threshold {
