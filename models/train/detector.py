@@ -77,6 +77,10 @@ def parse_args(argv=None):
     ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
                     help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
                          "convolution (about half the multiply-adds, for small boards)")
+    ap.add_argument("--separable", action="store_true",
+                    help="the second 3x3 convolution at stride 8 and the 3x3 mixing the merged features are "
+                         "depthwise-separable (a 3x3 per channel, then a 1x1 across channels): about a fifth "
+                         "less network time in tract; tried with the fast network and not shipped (MODEL_CARD)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="also keep an exponential moving average of the weights (and batch-norm statistics) "
                          "with this decay per step, e.g. 0.999, and score, save and export it instead of the "
@@ -242,13 +246,24 @@ def conv(cin, cout, stride=1):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def separable_conv(channels):
+    """A 3x3 over each channel on its own, then a 1x1 across channels (both with batch norm and ReLU): the
+    receptive field of `conv(channels, channels)` for about a seventh of its multiply-adds."""
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
+                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                         nn.ReLU(inplace=True))
+
+
 class Detector(nn.Module):
     """Backbone to stride 32, top-down merge back to stride 8, heads: heat, offset x/y, log w/h.
     stem 2: two 3x3 stride-2 convolutions and one more 3x3 reach stride 4 (the costly part: half of
     the multiply-adds run at strides 2 and 4); stem 4: one 4x4 stride-4 convolution on the pixels
-    (each output sees its own 4x4 patch), about half the multiply-adds of the whole network."""
+    (each output sees its own 4x4 patch), about half the multiply-adds of the whole network. separable: the
+    stride-8 block's second convolution and `mix`, the two full 3x3 convolutions at the finest grid, are
+    depthwise-separable."""
 
-    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2):
+    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2, separable=False):
         super().__init__()
         w1, w2, w3, w4, w5 = widths
         if stem == 4:
@@ -257,13 +272,14 @@ class Detector(nn.Module):
         else:
             self.s2 = conv(3, w1, 2)
             self.s4 = nn.Sequential(conv(w1, w2, 2), conv(w2, w2))
-        self.s8 = nn.Sequential(conv(w2, w3, 2), conv(w3, w3))
+        at_stride_8 = separable_conv if separable else (lambda c: conv(c, c))
+        self.s8 = nn.Sequential(conv(w2, w3, 2), at_stride_8(w3))
         self.s16 = nn.Sequential(conv(w3, w4, 2), conv(w4, w4))
         self.s32 = nn.Sequential(conv(w4, w5, 2), conv(w5, w5))
         self.lat32 = nn.Conv2d(w5, head, 1)
         self.lat16 = nn.Conv2d(w4, head, 1)
         self.lat8 = nn.Conv2d(w3, head, 1)
-        self.mix = conv(head, head)
+        self.mix = at_stride_8(head)
         self.heat = nn.Conv2d(head, 1, 1)
         self.box = nn.Conv2d(head, 4, 1)
         nn.init.constant_(self.heat.bias, -2.2)
@@ -441,7 +457,7 @@ def main(argv=None):
     held_px = [(read_rgb(p), b) for p, b in held]
 
     device = torch.device(args.device)
-    model = Detector(stem=args.stem)
+    model = Detector(stem=args.stem, separable=args.separable)
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
         args.epochs = 0

@@ -122,20 +122,31 @@ assert mask.sum() == 8 and mask[3:7, 0:2].all(), mask
 assert D.ignored_cells(np.zeros((0, 4), np.float32), 10).sum() == 0
 print("cut cells ok", seen)
 EOF
-check detector_tract "$PY" - "$TMP/det" <<'EOF'
+# --separable (swept 2026-12-05, not shipped): the network with depthwise-separable convolutions at
+# stride 8 trains and exports them as grouped convolutions, which tract runs (detector_tract)
+check detector_separable "$PY" "$HERE/detector.py" --out "$TMP/det4" --epochs 1 --limit 8 --size 96 --stem 4 \
+  --separable
+check detector_separable_grouped "$PY" - "$TMP/det4/wbc-detector.onnx" <<'EOF'
+import sys, onnx
+convs = [n for n in onnx.load(sys.argv[1]).graph.node if n.op_type == "Conv"]
+groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+assert sorted(g for g in groups if g > 1) == [32, 32], groups
+print("separable ok:", len(convs), "convolutions, groups", groups)
+EOF
+check detector_tract "$PY" - "$TMP/det" "$TMP/det4" <<'EOF'
 import sys, re, numpy as np, tract
 from pathlib import Path
-det = Path(sys.argv[1])
-ron = (det / "wbc-detector.ron").read_text()
-size = int(re.search(r"input_size: (\d+)", ron).group(1))
-stride = int(re.search(r"stride: (\d+)", ron).group(1))
-m = tract.onnx().load(str(det / "wbc-detector.onnx"))
-m.set_input_fact(0, f"1,3,{size},{size},f32")
-r = m.into_model().into_runnable()
-y = r.run([np.random.default_rng(0).random((1, 3, size, size)).astype(np.float32)])[0].to_numpy()
-assert y.shape == (1, 5, size // stride, size // stride), y.shape
-assert np.isfinite(y).all() and (0 <= y[0, 0]).all() and (y[0, 0] <= 1).all()
-print("tract detector ok", y.shape)
+for det in map(Path, sys.argv[1:]):
+    ron = (det / "wbc-detector.ron").read_text()
+    size = int(re.search(r"input_size: (\d+)", ron).group(1))
+    stride = int(re.search(r"stride: (\d+)", ron).group(1))
+    m = tract.onnx().load(str(det / "wbc-detector.onnx"))
+    m.set_input_fact(0, f"1,3,{size},{size},f32")
+    r = m.into_model().into_runnable()
+    y = r.run([np.random.default_rng(0).random((1, 3, size, size)).astype(np.float32)])[0].to_numpy()
+    assert y.shape == (1, 5, size // stride, size // stride), y.shape
+    assert np.isfinite(y).all() and (0 <= y[0, 0]).all() and (y[0, 0] <= 1).all()
+    print("tract detector ok", det.name, y.shape)
 EOF
 check detector_manifest "$PY" "$HERE/manifest.py" --check "$TMP/det/wbc-detector.ron"
 

@@ -7,7 +7,7 @@
 # the repo and name it in FRAMES; the val split is never read.
 # Env overrides (defaults):  PY (python3)  DEVICE (cuda)  JOBS (16: runs at a time)
 #   RECIPES ("base fast edge long"; also longer, fastedge, fastlong, fastlonger, fastignore, fastema,
-#   fastlrhi, fastlrlo: see recipe_args)  SEEDS ("0 1 2 3")
+#   fastlrhi, fastlrlo, fastsep: see recipe_args)  SEEDS ("0 1 2 3")
 #   EXTRA ("": appended to every run's arguments, so e.g. "--limit 40 --epochs 1" overrides the recipe's
 #   epochs)  FRAMES (../shared/data/frames/txl-pbc)
 #   SIZE (160)  HOLDOUT (0.25)  SWEEP (/tmp/sweep: run dirs and logs)  OUT (/tmp/sweep-out)
@@ -37,6 +37,7 @@ recipe_args() { # recipe -> its detector.py arguments
     fastema) echo "--epochs 120 --stem 4 --ema 0.999" ;;
     fastlrhi) echo "--epochs 120 --stem 4 --lr 6e-3" ;;
     fastlrlo) echo "--epochs 120 --stem 4 --lr 1.5e-3" ;;
+    fastsep) echo "--epochs 120 --stem 4 --separable" ;;
     *) echo "sweep: unknown recipe $1" >&2; return 1 ;;
   esac
 }
