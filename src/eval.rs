@@ -4,6 +4,7 @@
 
 use crate::localize::BoxPx;
 use crate::source::is_image_file;
+use crate::tally::{wilson_95, Interval};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -318,6 +319,10 @@ pub struct DetectionReport {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// 95 % Wilson intervals of precision and recall, each box one trial (none without boxes). The
+    /// boxes of one frame are not quite independent trials, so the true spread is somewhat wider.
+    pub precision_ci95: Option<Interval>,
+    pub recall_ci95: Option<Interval>,
     pub true_positives: u64,
     pub false_positives: u64,
     pub false_negatives: u64,
@@ -347,6 +352,9 @@ pub struct InViewReport {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// As [`DetectionReport::precision_ci95`] and [`DetectionReport::recall_ci95`].
+    pub precision_ci95: Option<Interval>,
+    pub recall_ci95: Option<Interval>,
     #[serde(flatten)]
     pub counts: InViewCounts,
 }
@@ -439,14 +447,12 @@ impl DetectionCounts {
         skipped_out_of_focus: u64,
         frames_with_errors: Vec<FrameErrors>,
     ) -> DetectionReport {
-        let precision = ratio(
+        let (tp, found, expert) = (
             self.true_positives,
             self.true_positives + self.false_positives,
-        );
-        let recall = ratio(
-            self.true_positives,
             self.true_positives + self.false_negatives,
         );
+        let (precision, recall) = (ratio(tp, found), ratio(tp, expert));
         let v = self.in_view;
         let (view_precision, view_recall) = (
             ratio(v.found_paired, v.found),
@@ -457,6 +463,8 @@ impl DetectionCounts {
             precision,
             recall,
             f1: f1(precision, recall),
+            precision_ci95: wilson_95(tp, found),
+            recall_ci95: wilson_95(tp, expert),
             true_positives: self.true_positives,
             false_positives: self.false_positives,
             false_negatives: self.false_negatives,
@@ -465,6 +473,8 @@ impl DetectionCounts {
                 precision: view_precision,
                 recall: view_recall,
                 f1: f1(view_precision, view_recall),
+                precision_ci95: wilson_95(v.found_paired, v.found),
+                recall_ci95: wilson_95(v.expert_found, v.expert),
                 counts: v,
             },
             frames_with_errors,
@@ -549,6 +559,37 @@ mod tests {
             (1, 1, 0)
         );
         assert!((r.precision - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn scores_carry_their_wilson_intervals() {
+        // 10 of 100 found boxes paired, 10 of 12 expert boxes found; in view: 8 of 50 and 8 of 9.
+        let d = DetectionCounts {
+            frames: 3,
+            true_positives: 10,
+            false_positives: 90,
+            false_negatives: 2,
+            in_view: InViewCounts {
+                expert: 9,
+                expert_found: 8,
+                found: 50,
+                found_paired: 8,
+            },
+        };
+        let r = d.report(0, Vec::new());
+        // wilson_95(10, 100) is 0.0552-0.1744 (tally's test, from the formula by hand).
+        let p = r.precision_ci95.unwrap();
+        assert!(
+            (p.low - 0.0552).abs() < 5e-4 && (p.high - 0.1744).abs() < 5e-4,
+            "{p:?}"
+        );
+        assert_eq!(r.recall_ci95, wilson_95(10, 12));
+        assert_eq!(r.in_view.precision_ci95, wilson_95(8, 50));
+        assert_eq!(r.in_view.recall_ci95, wilson_95(8, 9));
+        // No boxes at all: no interval, rather than one around a ratio of nothing.
+        let empty = DetectionCounts::default().report(0, Vec::new());
+        assert_eq!((empty.precision_ci95, empty.recall_ci95), (None, None));
+        assert_eq!(empty.in_view.recall_ci95, None);
     }
 
     fn square(x0: f32, y0: f32, side: f32) -> BoxPx {

@@ -749,8 +749,21 @@ fn detect_eval_cmd(
             "{} frames with a false or missed box (listed, with the boxes, by --json)",
             report.frames_with_errors.len()
         );
+        println!(
+            "95 % intervals (Wilson, each box one trial): precision {}, recall {}; cells clear of \
+             the frame edge: precision {}, recall {}",
+            interval_text(report.precision_ci95),
+            interval_text(report.recall_ci95),
+            interval_text(v.precision_ci95),
+            interval_text(v.recall_ci95)
+        );
     }
     Ok(())
+}
+
+/// An interval of a proportion as `low-high` to three places; `n/a` when there was nothing to count.
+fn interval_text(interval: Option<marrowscope::tally::Interval>) -> String {
+    interval.map_or("n/a".into(), |i| format!("{:.3}-{:.3}", i.low, i.high))
 }
 
 /// When `main` began, for the time from start to the first counted cell.

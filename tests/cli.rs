@@ -119,6 +119,12 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     let precision = tp / (tp + count("false_positives") as f64);
     assert!((r["precision"].as_f64().unwrap() - precision).abs() < 1e-9);
     assert!((r["recall"].as_f64().unwrap() - tp / truth as f64).abs() < 1e-9);
+    // Each score lies inside its 95 % interval, which is not a single point.
+    for score in ["precision", "recall"] {
+        let (value, ci) = (r[score].as_f64().unwrap(), &r[format!("{score}_ci95")]);
+        let (low, high) = (ci["low"].as_f64().unwrap(), ci["high"].as_f64().unwrap());
+        assert!(low < value && value <= high && high <= 1.0, "{score}: {ci}");
+    }
     // The in-view scores count the expert boxes clear of the (640 x 480) frame's edge, the cells
     // that get classified, and the found boxes clear of it.
     let view = &r["in_view"];
@@ -237,6 +243,20 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
         scores(detect_eval(&images, &labels, "yolo", &["--json"])),
         fast
     );
+    // The text output's fourth line gives the intervals of precision and recall, over all boxes
+    // and over those clear of the edge; recall's holds the recall.
+    let text = detect_eval(&images, &labels, "yolo", &[]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let line = stdout(&text).lines().nth(3).unwrap_or_default().to_string();
+    assert!(line.starts_with("95 % intervals"), "{line}");
+    let intervals: Vec<(f64, f64)> = line
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches([',', ';']).split_once('-'))
+        .filter_map(|(low, high)| Some((low.parse().ok()?, high.parse().ok()?)))
+        .collect();
+    assert_eq!(intervals.len(), 4, "{line}");
+    let (low, high) = intervals[1];
+    assert!(low < fast.1 && fast.1 <= high, "{line}");
     // It is the better of the two here: the classical one's fixed scale fits few of these sources.
     let classical = scores(detect_eval(
         &images,
