@@ -126,20 +126,20 @@ impl WbcDetector {
         &self.manifest
     }
 
-    /// White cells in a frame, boxes in frame pixels.
-    pub fn detect(&self, frame: &RgbImage) -> Result<Vec<Detection>, ClassifyError> {
-        let size = (frame.width() as f32, frame.height() as f32);
-        self.detect_in(Picture::of_frame(frame), size)
-    }
-
     /// White cells in `picture`, the frame or a shrunk copy of a frame of `frame_size` (width,
-    /// height) pixels; boxes in that frame's pixels.
+    /// height) pixels; boxes in that frame's pixels. `gain` multiplies each pixel of the network's
+    /// input (side × side, row by row; the result kept within 0..1 as in training), so the
+    /// localizer can even out the frame's lighting; an empty `gain` leaves the input as it is.
     pub fn detect_in<T: Copy + Into<f32>>(
         &self,
         picture: Picture<'_, T>,
         frame_size: (f32, f32),
+        gain: &[f32],
     ) -> Result<Vec<Detection>, ClassifyError> {
-        let out = self.run(frame_tensor(picture, self.manifest.input_size))?;
+        let side = self.manifest.input_size;
+        let mut input = frame_tensor(picture, side);
+        apply_gain(&mut input, gain, side)?;
+        let out = self.run(input)?;
         Ok(decode(
             &out,
             self.manifest.grid(),
@@ -232,6 +232,27 @@ pub fn frame_tensor<T: Copy + Into<f32>>(picture: Picture<'_, T>, side: usize) -
         }
     }
     data
+}
+
+/// Multiplies each of the three channel planes of `input` (side × side each) by `gain`, pixel by
+/// pixel, keeping the values within 0..1; an empty `gain` changes nothing.
+fn apply_gain(input: &mut [f32], gain: &[f32], side: usize) -> Result<(), ClassifyError> {
+    if gain.is_empty() {
+        return Ok(());
+    }
+    if gain.len() != side * side {
+        return Err(ClassifyError::Inference(format!(
+            "input gain has {} values, the {side} x {side} input needs {}",
+            gain.len(),
+            side * side
+        )));
+    }
+    for plane in input.chunks_exact_mut(side * side) {
+        for (v, &g) in plane.iter_mut().zip(gain) {
+            *v = (*v * g).min(1.0);
+        }
+    }
+    Ok(())
 }
 
 /// `row` = the source rows of `taps` (rows of `row_len` samples), weighted and summed.
@@ -441,6 +462,21 @@ mod tests {
             frame_tensor(as_floats, 4),
             frame_tensor(Picture::of_frame(&frame), 4)
         );
+    }
+
+    #[test]
+    fn the_gain_scales_each_channel_plane_within_one() {
+        // Three channel planes of a 2 x 2 input; a gain above 1 never takes a value past 1.
+        let mut input = vec![0.5, 0.5, 0.2, 0.9, 0.1, 0.1, 0.1, 0.1, 0.4, 0.8, 0.0, 1.0];
+        apply_gain(&mut input, &[1.0, 2.0, 0.5, 1.5], 2).unwrap();
+        let want = [0.5, 1.0, 0.1, 1.0, 0.1, 0.2, 0.05, 0.15, 0.4, 1.0, 0.0, 1.0];
+        for (got, want) in input.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{input:?}");
+        }
+        let before = input.clone();
+        apply_gain(&mut input, &[], 2).unwrap();
+        assert_eq!(input, before);
+        assert!(apply_gain(&mut input, &[1.0; 3], 2).is_err());
     }
 
     #[test]

@@ -113,7 +113,8 @@ impl Localizer {
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
         let bin = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, 16);
         let binned = binned_rgb(frame, bin);
-        let stain = stain_of_binned(&binned);
+        let white = BackgroundWhite::estimate(&binned);
+        let stain = stain_of_binned(&binned, &white);
         let focus = focus_score(&stain);
         if focus < self.cfg.min_focus {
             return Localization {
@@ -125,28 +126,8 @@ impl Localizer {
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
         if let Some(detector) = &self.detector {
-            // Block means serve as the detector's picture while they still have the input's side
-            // (a fraction of the resize's work; the resize's triangle is at least a block wide,
-            // so the blocks blur its input little): the localizer's own binned frame, or a finer
-            // binning where that one has become smaller than the input.
-            let side = detector.manifest().input_size as u32;
+            let found = detector_boxes(detector, frame, &binned, bin, &white);
             let size = (frame.width() as f32, frame.height() as f32);
-            let picture_bin = detector_bin(bin, (frame.width(), frame.height()), side);
-            // The blocks cover the frame but for the last picture_bin - 1 columns and rows at most.
-            let covered = |b: &BinnedRgb| {
-                (
-                    (b.width * picture_bin) as f32,
-                    (b.height * picture_bin) as f32,
-                )
-            };
-            let found = if picture_bin == bin && bin > 1 {
-                detector.detect_in(binned.picture(), covered(&binned))
-            } else if picture_bin > 1 {
-                let finer = binned_rgb(frame, picture_bin);
-                detector.detect_in(finer.picture(), covered(&finer))
-            } else {
-                detector.detect(frame)
-            };
             return Localization {
                 cells: detected_cells(found, &mask, size, bin, um_per_px),
                 focus,
@@ -239,6 +220,42 @@ impl Localizer {
     pub fn crop(&self, frame: &RgbImage, cell: &Cell, um_per_px: f32) -> Option<RgbImage> {
         cell.complete
             .then(|| square_crop(frame, cell.centre, self.crop_um / um_per_px))
+    }
+}
+
+/// The detector's boxes in a frame whose localizer binned it by `bin` into `binned`, with `white` its
+/// bare slide. Block means serve as the detector's picture while they still have the input's side (a
+/// fraction of the resize's work; the resize's triangle is at least a block wide, so the blocks blur
+/// its input little): the localizer's own binned frame, or a finer binning where that one has become
+/// smaller than the input. Lighting outside the range the detectors learned under is brought within it (see
+/// [`BackgroundWhite::detector_gain`]).
+fn detector_boxes(
+    detector: &crate::detect::WbcDetector,
+    frame: &RgbImage,
+    binned: &BinnedRgb,
+    bin: u32,
+    white: &BackgroundWhite,
+) -> Result<Vec<crate::detect::Detection>, crate::classify::ClassifyError> {
+    let side = detector.manifest().input_size;
+    let picture_bin = detector_bin(bin, (frame.width(), frame.height()), side as u32);
+    // The blocks cover the frame but for the last picture_bin - 1 columns and rows at most.
+    let covered = |b: &BinnedRgb| {
+        (
+            (b.width * picture_bin) as f32,
+            (b.height * picture_bin) as f32,
+        )
+    };
+    let gain = |covered| white.detector_gain(side, covered, bin);
+    if picture_bin == bin && bin > 1 {
+        let covered = covered(binned);
+        detector.detect_in(binned.picture(), covered, &gain(covered))
+    } else if picture_bin > 1 {
+        let finer = binned_rgb(frame, picture_bin);
+        let covered = covered(&finer);
+        detector.detect_in(finer.picture(), covered, &gain(covered))
+    } else {
+        let whole = (frame.width() as f32, frame.height() as f32);
+        detector.detect_in(crate::detect::Picture::of_frame(frame), whole, &gain(whole))
     }
 }
 
@@ -414,17 +431,17 @@ fn closest_joinable(pieces: &[Blob], max_extent: f32, max_gap: f32) -> Option<(u
 /// [`BackgroundWhite`]), so a dim corner or a yellow lamp reads like the centre of a well-set
 /// microscope.
 pub fn stain_channel(frame: &RgbImage, bin: u32) -> GrayImage {
-    stain_of_binned(&binned_rgb(frame, bin))
+    let binned = binned_rgb(frame, bin);
+    stain_of_binned(&binned, &BackgroundWhite::estimate(&binned))
 }
 
 /// 255 / 3: the stain measure (2 + tb - tr - tg, 0..3) to 0..255, a product rather than a division
 /// per pixel.
 const STAIN_SCALE: f32 = 85.0;
 
-/// The stain channel of a frame already averaged over bin × bin blocks.
+/// The stain channel of a frame already averaged over bin × bin blocks, whose bare slide is `white`.
 #[multiversion::multiversion(targets("x86_64+avx2"))]
-fn stain_of_binned(binned: &BinnedRgb) -> GrayImage {
-    let white = BackgroundWhite::estimate(binned);
+fn stain_of_binned(binned: &BinnedRgb, white: &BackgroundWhite) -> GrayImage {
     let (width, height) = (binned.width, binned.height);
     // The illumination surface's terms in u alone, worked out once per column.
     let columns: Vec<ColumnTerms> = (0..width)
@@ -560,6 +577,11 @@ const WHITE_STEP: usize = 2;
 const WHITE_SHARE: f32 = 0.2;
 /// A sample darker than this (sum of channels) is the edge of the field stop, not the slide.
 const MIN_WHITE: f32 = 60.0;
+/// The range of bare-slide brightness (r + g + b) the detectors learned under: 5 % to 95 % of the
+/// TXL-PBC training frames (the mean of the brightest fifth of every other pixel, every third
+/// frame; median 609; 2026-12-05). Where the lighting is dimmer or brighter than this, the
+/// detector's input is brought to its nearest end; within it, the input is left as it is.
+const DETECTOR_WHITE: Range<f32> = 530.0..688.0;
 
 /// The colour of bare slide across a frame: the lamp's colour, and the fall-off of illumination
 /// towards the corners. Bare slide is the brightest thing in brightfield: the lamp is the mean of the
@@ -596,6 +618,28 @@ impl BackgroundWhite {
     /// [`Self::transmittance`].
     fn per_light(&self, light: f32) -> f32 {
         self.lamp_brightness.max(1.0) / light.max(MIN_WHITE)
+    }
+
+    /// For each pixel of the detector's side × side input, the whole `covered` (width, height) frame
+    /// pixels stretched to it, the factor that brings bare slide there within `DETECTOR_WHITE` (1
+    /// where it already is): the illumination surface read at that input pixel's centre, in working
+    /// pixels of `bin` frame pixels. Row by row, like the stain channel.
+    fn detector_gain(&self, side: usize, (width, height): (f32, f32), bin: u32) -> Vec<f32> {
+        let working =
+            |len: f32| move |i: usize| (i as f32 + 0.5) * len / (side * bin as usize) as f32;
+        let columns: Vec<ColumnTerms> = (0..side)
+            .map(working(width))
+            .map(|x| self.illumination.column_terms(x))
+            .collect();
+        let mut gain = Vec::with_capacity(side * side);
+        for y in (0..side).map(working(height)) {
+            let row = self.illumination.row_terms(y);
+            gain.extend(columns.iter().map(|column| {
+                let light = row.at(column).max(MIN_WHITE);
+                light.clamp(DETECTOR_WHITE.start, DETECTOR_WHITE.end) / light
+            }));
+        }
+        gain
     }
 
     /// Transmittance per channel (1 = bare slide) of a pixel where the light's scale (see
@@ -1232,6 +1276,43 @@ mod tests {
             (bright - dim).abs() <= 3,
             "nucleus {bright} bright, {dim} dim"
         );
+    }
+
+    /// The detector's input gain of a frame (side 8, the frame itself as the working frame).
+    fn detector_gain_of(frame: &RgbImage) -> Vec<f32> {
+        let binned = binned_rgb(frame, 1);
+        let size = (frame.width() as f32, frame.height() as f32);
+        BackgroundWhite::estimate(&binned).detector_gain(8, size, 1)
+    }
+
+    #[test]
+    fn the_detector_sees_lighting_outside_its_training_range_brought_to_its_ends() {
+        // Bare slide within the range (r + g + b = 664): the input is left as it is.
+        let usual = detector_gain_of(&RgbImage::from_pixel(240, 160, Rgb([228, 222, 214])));
+        assert!(usual.iter().all(|&g| (g - 1.0).abs() < 1e-3), "{usual:?}");
+        // A lamp turned down to 60 % (398): brought up to the range's dim end, 530.
+        let dim = detector_gain_of(&RgbImage::from_pixel(240, 160, Rgb([137, 133, 128])));
+        assert!(
+            dim.iter().all(|&g| (g - 530.0 / 398.0).abs() < 0.01),
+            "{dim:?}"
+        );
+        // Brighter than the range (750): brought down to its bright end, 688.
+        let bright = detector_gain_of(&RgbImage::from_pixel(240, 160, Rgb([252, 250, 248])));
+        assert!(
+            bright.iter().all(|&g| (g - 688.0 / 750.0).abs() < 0.01),
+            "{bright:?}"
+        );
+        // A yellow lamp falling off to 55 % at the left edge: lifted most at the left, where the
+        // light is dimmest, and left as it is at the right, where it is within the range.
+        let uneven = detector_gain_of(&dim_yellow(&RgbImage::from_pixel(
+            240,
+            160,
+            Rgb([228, 222, 214]),
+        )));
+        assert_eq!(uneven.len(), 64);
+        let row = &uneven[24..32];
+        assert!(row[0] > 1.5 && row[7] < 1.01, "{row:?}");
+        assert!(row.windows(2).all(|pair| pair[0] >= pair[1]), "{row:?}");
     }
 
     #[test]

@@ -287,6 +287,49 @@ fn detect_eval_voc(images: &Path, labels: &Path, extra: &[&str]) -> std::process
 }
 
 /// `marrowscope detect-eval` on a folder of frames with labels in `format`, plus `extra` arguments.
+#[test]
+fn detect_eval_under_a_dim_uneven_yellow_lamp_finds_the_same_cells() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (val, labels) = (
+        data.join("frames/txl-pbc/images/val"),
+        data.join("frames/txl-pbc/labels/val"),
+    );
+    // Every val frame under a yellowish lamp (blue at 70 %) turned down and off-centre: its light
+    // falls from 85 % at the right edge to 45 % at the left (benches/perturb_frames.py --lamp).
+    // Without evening out the lighting, the fast detector missed 8 more of the 305 cells here.
+    let dim = tmp.path().join("dim");
+    std::fs::create_dir_all(&dim).unwrap();
+    for entry in std::fs::read_dir(&val).unwrap().flatten() {
+        let mut frame = image::open(entry.path()).unwrap().to_rgb8();
+        let width = frame.width() as f32;
+        for (x, _, pixel) in frame.enumerate_pixels_mut() {
+            let light = 0.45 + 0.4 * x as f32 / (width - 1.0);
+            for (v, tint) in pixel.0.iter_mut().zip([1.0, 0.92, 0.7]) {
+                *v = (*v as f32 * light * tint).round() as u8;
+            }
+        }
+        let stem = entry.path().file_stem().unwrap().to_owned();
+        frame.save(dim.join(stem).with_extension("png")).unwrap();
+    }
+    let found = |images: &Path| {
+        let out = detect_eval(images, &labels, "yolo", &["--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let count = |key: &str| r[key].as_u64().unwrap();
+        (count("true_positives"), count("false_positives"))
+    };
+    let ((tp, fp), (dim_tp, dim_fp)) = (found(&val), found(&dim));
+    assert!(
+        dim_tp + 1 >= tp,
+        "{dim_tp} cells found under the dim lamp, {tp} under the normal one"
+    );
+    assert!(
+        dim_fp <= fp + 3,
+        "{dim_fp} false boxes under the dim lamp, {fp} under the normal one"
+    );
+}
+
 fn detect_eval(images: &Path, labels: &Path, format: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "detect-eval",

@@ -150,5 +150,32 @@ for det in map(Path, sys.argv[1:]):
 EOF
 check detector_manifest "$PY" "$HERE/manifest.py" --check "$TMP/det/wbc-detector.ron"
 
+# benches/perturb_frames.py (README, "Lighting and focus"): the lamp darkens and tints as asked, the blur
+# keeps each frame's size, and both keep the frames' names (so their label files still pair with them)
+check perturb_frames "$PY" - "$HERE/../../benches" "$TMP/pert" <<'EOF'
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+sys.path.insert(0, sys.argv[1])
+import perturb_frames as P
+root = Path(sys.argv[2]); src = root / "in"; src.mkdir(parents=True)
+Image.fromarray(np.full((20, 101, 3), 200, np.uint8)).save(src / "a.jpg", quality=100)
+Image.fromarray(np.full((30, 40, 3), 100, np.uint8)).save(src / "b.png")
+P.main(["--images", str(src), "--out", str(root / "lamp"), "--lamp"])
+lamp = np.asarray(Image.open(root / "lamp" / "a.png"), np.float32)
+assert lamp.shape == (20, 101, 3), lamp.shape
+assert abs(lamp[10, 0, 0] - 200 * 0.45) <= 2 and abs(lamp[10, 100, 0] - 200 * 0.85) <= 2, lamp[10, [0, 100]]
+assert abs(lamp[10, 100, 2] - 200 * 0.85 * 0.7) <= 2, lamp[10, 100]
+P.main(["--images", str(src), "--out", str(root / "blur"), "--blur", "2"])
+assert Image.open(root / "blur" / "b.png").size == (40, 30)
+try:
+    P.main(["--images", str(root / "nothing"), "--out", str(root / "x"), "--blur", "2"])
+    raise AssertionError("an empty folder passed")
+except SystemExit as e:
+    assert "no frames" in str(e.code), e.code
+print("perturb_frames ok")
+EOF
+
 echo "smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
