@@ -227,8 +227,8 @@ impl Localizer {
 /// bare slide. Block means serve as the detector's picture while they still have the input's side (a
 /// fraction of the resize's work; the resize's triangle is at least a block wide, so the blocks blur
 /// its input little): the localizer's own binned frame, or a finer binning where that one has become
-/// smaller than the input. Lighting outside the range the detectors learned under is brought within it (see
-/// [`BackgroundWhite::detector_gain`]).
+/// smaller than the input. Lighting outside the range the detectors learned under is brought within
+/// it (see [`BackgroundWhite::detector_gain`]).
 fn detector_boxes(
     detector: &crate::detect::WbcDetector,
     frame: &RgbImage,
