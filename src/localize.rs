@@ -3,8 +3,9 @@
 //! (Otsu, floored above the frame's own background), lobes merged into cells, size filters in
 //! micrometres, and, for the cells that get classified, a square crop of fixed physical size around
 //! the cell. Also the focus measure used to skip blurred frames. With a learned detector attached
-//! ([`crate::detect`]), its boxes say where the cells are and this module still judges focus and
-//! gives each cell its nuclear mask and crop.
+//! ([`crate::detect`]), its boxes say where the cells are and this module still judges focus,
+//! gives each cell its nuclear mask and crop, and brings the detector's input within the lighting
+//! it learned under.
 
 use crate::config::LocalizerConfig;
 use image::{imageops, GrayImage, RgbImage};
