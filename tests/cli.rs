@@ -319,9 +319,11 @@ fn detect_eval_under_a_dim_uneven_yellow_lamp_finds_the_same_cells() {
         let count = |key: &str| r[key].as_u64().unwrap();
         (count("true_positives"), count("false_positives"))
     };
+    // Within two cells and three false boxes (298 / 6 and 297 / 7 on this VM): room for another
+    // CPU's rounding, far from the eight cells lost without the lighting range.
     let ((tp, fp), (dim_tp, dim_fp)) = (found(&val), found(&dim));
     assert!(
-        dim_tp + 1 >= tp,
+        dim_tp + 2 >= tp,
         "{dim_tp} cells found under the dim lamp, {tp} under the normal one"
     );
     assert!(
