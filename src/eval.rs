@@ -297,6 +297,8 @@ pub struct DetectionCounts {
     pub false_negatives: u64,
     /// The same matching, for the boxes clear of the frame edge only.
     pub in_view: InViewCounts,
+    /// The same matching, for the cells touching a neighbour.
+    pub touching: TouchingCounts,
 }
 
 /// Boxes clear of the frame edge (see [`BoxPx::clear_of_edge`]): the cells the counter classifies.
@@ -310,6 +312,29 @@ pub struct InViewCounts {
     /// Found boxes clear of the edge, and how many of them were paired with an expert box.
     pub found: u64,
     pub found_paired: u64,
+}
+
+/// Cells touching a neighbour, which the localizer must take apart: the expert boxes that overlap
+/// or meet another expert box of their frame (see [`BoxPx::touches`]). Pairs come from the matching
+/// of all boxes, so a box drawn around two such cells pairs with neither.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct TouchingCounts {
+    /// Expert boxes touching another, and how many of them a found box was paired with.
+    pub expert: u64,
+    pub expert_found: u64,
+    /// Found boxes paired with no expert box that hold the centres of two expert boxes or more:
+    /// neighbours boxed as one. (A paired box may hold a neighbour's centre where two cells
+    /// overlap; it found its own cell.)
+    pub merged: u64,
+}
+
+/// The recall of [`TouchingCounts`], with its 95 % Wilson interval and the counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TouchingReport {
+    pub recall: f64,
+    pub recall_ci95: Option<Interval>,
+    #[serde(flatten)]
+    pub counts: TouchingCounts,
 }
 
 /// Detection report in the JSON shape of the command-line contract.
@@ -330,6 +355,8 @@ pub struct DetectionReport {
     /// Precision, recall and F1 over the boxes clear of the frame edge (the cells that get
     /// classified), with their counts.
     pub in_view: InViewReport,
+    /// Recall over the cells touching a neighbour, and the found boxes around two cells or more.
+    pub touching: TouchingReport,
     /// The frames with a found box no expert box matched or an expert box nothing matched, in
     /// the order scored, with those boxes: where to look first when checking the localizer.
     pub frames_with_errors: Vec<FrameErrors>,
@@ -434,11 +461,37 @@ impl DetectionCounts {
         self.in_view.expert_found += expert_found;
         self.in_view.found += found;
         self.in_view.found_paired += found_paired;
+        self.add_touching(predicted, truth, &used_p, &used_t);
         let unpaired = |used: Vec<bool>| (0..used.len()).filter(|&i| !used[i]).collect();
         FrameMatch {
             false_positives: unpaired(used_p),
             missed: unpaired(used_t),
         }
+    }
+
+    /// Adds a frame's cells touching a neighbour and its unpaired found boxes around two expert
+    /// cells or more (`paired[i]`, `found[j]`: whether found box i and expert box j were paired).
+    fn add_touching(
+        &mut self,
+        predicted: &[BoxPx],
+        truth: &[BoxPx],
+        paired: &[bool],
+        found: &[bool],
+    ) {
+        let touching = |j: usize| {
+            truth
+                .iter()
+                .enumerate()
+                .any(|(k, other)| k != j && truth[j].touches(other))
+        };
+        for j in (0..truth.len()).filter(|&j| touching(j)) {
+            self.touching.expert += 1;
+            self.touching.expert_found += u64::from(found[j]);
+        }
+        let merged = predicted.iter().zip(paired).filter(|(p, &paired)| {
+            !paired && truth.iter().filter(|t| p.holds(t.centre())).count() >= 2
+        });
+        self.touching.merged += merged.count() as u64;
     }
 
     /// The scores, with the frames out of focus and the unpaired boxes of each frame that had any.
@@ -476,6 +529,11 @@ impl DetectionCounts {
                 precision_ci95: wilson_95(v.found_paired, v.found),
                 recall_ci95: wilson_95(v.expert_found, v.expert),
                 counts: v,
+            },
+            touching: TouchingReport {
+                recall: ratio(self.touching.expert_found, self.touching.expert),
+                recall_ci95: wilson_95(self.touching.expert_found, self.touching.expert),
+                counts: self.touching,
             },
             frames_with_errors,
         }
@@ -575,6 +633,11 @@ mod tests {
                 found: 50,
                 found_paired: 8,
             },
+            touching: TouchingCounts {
+                expert: 6,
+                expert_found: 5,
+                merged: 1,
+            },
         };
         let r = d.report(0, Vec::new());
         // wilson_95(10, 100) is 0.0552-0.1744 (tally's test, from the formula by hand).
@@ -586,10 +649,47 @@ mod tests {
         assert_eq!(r.recall_ci95, wilson_95(10, 12));
         assert_eq!(r.in_view.precision_ci95, wilson_95(8, 50));
         assert_eq!(r.in_view.recall_ci95, wilson_95(8, 9));
+        assert_eq!(r.touching.recall_ci95, wilson_95(5, 6));
         // No boxes at all: no interval, rather than one around a ratio of nothing.
         let empty = DetectionCounts::default().report(0, Vec::new());
         assert_eq!((empty.precision_ci95, empty.recall_ci95), (None, None));
         assert_eq!(empty.in_view.recall_ci95, None);
+        assert_eq!(empty.touching.recall_ci95, None);
+    }
+
+    #[test]
+    fn cells_touching_a_neighbour_are_scored_apart_and_merged_boxes_counted() {
+        // Two cells side by side whose expert boxes meet, and a third well away from them.
+        let truth = [
+            square(10.0, 10.0, 20.0),
+            square(30.0, 12.0, 20.0),
+            square(70.0, 70.0, 20.0),
+        ];
+        // Frame 1: one box around the pair (holding both centres), the lone cell found.
+        let mut d = DetectionCounts::default();
+        let around_both = BoxPx {
+            x0: 9.0,
+            y0: 9.0,
+            x1: 51.0,
+            y1: 33.0,
+        };
+        let merged = d.add_frame(&[around_both, truth[2]], &truth, (100, 100), 0.5);
+        assert_eq!(merged.missed, vec![0, 1]);
+        let t = d.touching;
+        assert_eq!((t.expert, t.expert_found, t.merged), (2, 0, 1));
+        // Frame 2: each of the pair found on its own; the lone cell missed does not count here.
+        d.add_frame(&truth[..2], &truth, (100, 100), 0.5);
+        let r = d.report(0, Vec::new());
+        let t = r.touching.counts;
+        assert_eq!((t.expert, t.expert_found, t.merged), (4, 2, 1));
+        assert!((r.touching.recall - 0.5).abs() < 1e-9);
+        // Nor is a box that found its own cell and, the two overlapping, holds its neighbour's
+        // centre too.
+        let overlapping = [square(10.0, 10.0, 30.0), square(28.0, 28.0, 20.0)];
+        let mut own = DetectionCounts::default();
+        own.add_frame(&overlapping, &overlapping, (100, 100), 0.5);
+        assert!(overlapping[0].holds(overlapping[1].centre()));
+        assert_eq!((own.touching.expert_found, own.touching.merged), (2, 0));
     }
 
     fn square(x0: f32, y0: f32, side: f32) -> BoxPx {

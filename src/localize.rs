@@ -38,6 +38,15 @@ impl BoxPx {
     pub fn clear_of_edge(&self, width: f32, height: f32) -> bool {
         self.x0 > 1.0 && self.y0 > 1.0 && self.x1 < width - 1.0 && self.y1 < height - 1.0
     }
+    /// Whether the two boxes overlap or meet (no gap between them on either axis): around two
+    /// cells, cells that touch.
+    pub fn touches(&self, other: &BoxPx) -> bool {
+        self.x0 <= other.x1 && other.x0 <= self.x1 && self.y0 <= other.y1 && other.y0 <= self.y1
+    }
+    /// Whether the point lies inside the box.
+    pub fn holds(&self, (x, y): (f32, f32)) -> bool {
+        (self.x0..self.x1).contains(&x) && (self.y0..self.y1).contains(&y)
+    }
     /// Intersection over union with another box.
     pub fn iou(&self, other: &BoxPx) -> f32 {
         let ix = (self.x1.min(other.x1) - self.x0.max(other.x0)).max(0.0);
@@ -1655,5 +1664,26 @@ mod tests {
             y1: 10.0,
         };
         assert!((a.iou(&b) - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn boxes_touch_when_they_overlap_or_meet() {
+        let at = |x0: f32, y0: f32| BoxPx {
+            x0,
+            y0,
+            x1: x0 + 10.0,
+            y1: y0 + 10.0,
+        };
+        let a = at(0.0, 0.0);
+        assert!(a.touches(&at(5.0, 5.0)), "overlapping");
+        assert!(
+            a.touches(&at(10.0, 0.0)) && at(10.0, 0.0).touches(&a),
+            "meeting side by side"
+        );
+        assert!(a.touches(&at(10.0, 10.0)), "meeting at a corner");
+        assert!(!a.touches(&at(10.5, 0.0)), "half a pixel apart");
+        assert!(!a.touches(&at(3.0, 11.0)), "a pixel apart below");
+        assert!(a.holds((0.0, 9.5)) && a.holds((5.0, 5.0)));
+        assert!(!a.holds((10.0, 5.0)) && !a.holds((5.0, -0.1)));
     }
 }

@@ -757,6 +757,16 @@ fn detect_eval_cmd(
             interval_text(v.precision_ci95),
             interval_text(v.recall_ci95)
         );
+        let t = &report.touching;
+        println!(
+            "cells touching a neighbour (expert boxes that overlap or meet): recall={:.4} ({} of {} \
+             found on their own; interval {}); {} false box(es) around two expert cells or more",
+            t.recall,
+            t.counts.expert_found,
+            t.counts.expert,
+            interval_text(t.recall_ci95),
+            t.counts.merged
+        );
     }
     Ok(())
 }

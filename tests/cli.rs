@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use marrowscope::localize::BoxPx;
 use std::path::Path;
 
 const BCCD_FRAMES: usize = 12;
@@ -87,15 +88,24 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     let Some(data) = data() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
-    let copied = copy_first(&data.join("frames/bccd/JPEGImages"), &images, BCCD_FRAMES);
+    let mut copied = copy_first(&data.join("frames/bccd/JPEGImages"), &images, BCCD_FRAMES);
+    // And a frame with two white cells whose expert boxes meet.
+    let touching_pair = images.join("BloodImage_00034.jpg");
+    std::fs::copy(
+        data.join("frames/bccd/JPEGImages/BloodImage_00034.jpg"),
+        &touching_pair,
+    )
+    .unwrap();
+    copied.push(touching_pair);
     let labels = data.join("frames/bccd/Annotations");
-    let expert_boxes: Vec<_> = copied
+    let boxes_by_frame: Vec<Vec<_>> = copied
         .iter()
-        .flat_map(|f| {
+        .map(|f| {
             let stem = f.file_stem().unwrap().to_str().unwrap();
             marrowscope::eval::read_voc_wbc(&labels.join(format!("{stem}.xml"))).unwrap()
         })
         .collect();
+    let expert_boxes: Vec<_> = boxes_by_frame.iter().flatten().collect();
     let truth = expert_boxes.len() as u64;
     let annotated = tmp.path().join("annotated");
     let out = detect_eval_voc(
@@ -112,7 +122,7 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let count = |key: &str| r[key].as_u64().unwrap();
-    assert_eq!(count("frames"), BCCD_FRAMES as u64);
+    assert_eq!(count("frames"), copied.len() as u64);
     // Every expert box is either found or missed; precision and recall follow from the counts.
     assert_eq!(count("true_positives") + count("false_negatives"), truth);
     let tp = count("true_positives") as f64;
@@ -139,6 +149,29 @@ fn detect_eval_scores_real_frames_and_draws_each_one() {
     assert!(
         (view["recall"].as_f64().unwrap() - view_recall).abs() < 1e-9,
         "{view}"
+    );
+    // The touching scores count the expert boxes that overlap or meet another of their frame.
+    let touching = &r["touching"];
+    let touching_count = |key: &str| touching[key].as_u64().unwrap();
+    let expected: usize = boxes_by_frame
+        .iter()
+        .map(|boxes| {
+            let touches_another = |(j, b): &(usize, &BoxPx)| {
+                boxes
+                    .iter()
+                    .enumerate()
+                    .any(|(k, o)| k != *j && b.touches(o))
+            };
+            boxes.iter().enumerate().filter(touches_another).count()
+        })
+        .sum();
+    assert!(expected >= 2, "frame 00034's pair touches");
+    assert_eq!(touching_count("expert"), expected as u64);
+    assert!(touching_count("expert_found") <= touching_count("expert"));
+    let touching_recall = touching_count("expert_found") as f64 / expected as f64;
+    assert!(
+        (touching["recall"].as_f64().unwrap() - touching_recall).abs() < 1e-9,
+        "{touching}"
     );
     // Each false and missed box is listed once, under the frame it is in.
     let stems: Vec<&str> = copied
@@ -257,6 +290,13 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
     assert_eq!(intervals.len(), 4, "{line}");
     let (low, high) = intervals[1];
     assert!(low < fast.1 && fast.1 <= high, "{line}");
+    // The fifth line scores the cells touching a neighbour.
+    let line = stdout(&text).lines().nth(4).unwrap_or_default().to_string();
+    assert!(line.starts_with("cells touching a neighbour"), "{line}");
+    assert!(
+        line.contains("recall=") && line.contains("found on their own"),
+        "{line}"
+    );
     // It is the better of the two here: the classical one's fixed scale fits few of these sources.
     let classical = scores(detect_eval(
         &images,
