@@ -1,6 +1,7 @@
 //! Measuring the pipeline against expert labels: classifier metrics on folders of labelled crops
 //! (accuracy, per-class precision/recall/F1, macro-F1, confusion) and white-cell localization
-//! precision/recall/F1 at IoU >= 0.5 on frames with YOLO or Pascal VOC boxes.
+//! precision/recall/F1 at IoU >= 0.5 on frames with YOLO or Pascal VOC boxes, over all boxes, over
+//! those clear of the frame edge, and over the cells touching a neighbour.
 
 use crate::localize::BoxPx;
 use crate::source::is_image_file;
