@@ -684,8 +684,8 @@ mod tests {
         let t = r.touching.counts;
         assert_eq!((t.expert, t.expert_found, t.merged), (4, 2, 1));
         assert!((r.touching.recall - 0.5).abs() < 1e-9);
-        // Nor is a box that found its own cell and, the two overlapping, holds its neighbour's
-        // centre too.
+        // A box that found its own cell is no merge, even where, the two cells overlapping, it
+        // also holds its neighbour's centre.
         let overlapping = [square(10.0, 10.0, 30.0), square(28.0, 28.0, 20.0)];
         let mut own = DetectionCounts::default();
         own.add_frame(&overlapping, &overlapping, (100, 100), 0.5);
