@@ -102,6 +102,9 @@ const WORK_UM_PER_PX: f32 = 0.35;
 /// only focus and the nuclear mask inside each box, and a nucleus (7 µm or more) is still 14
 /// working pixels across.
 const MAX_DETECTOR_WORK_UM_PER_PX: f32 = 0.5;
+/// The largest block the localizer bins by (the binning sums a block's rows in `u16`: at most
+/// 16 × 255).
+const MAX_BIN: u32 = 16;
 
 /// The block size the localizer bins a frame of `(width, height)` pixels at `um_per_px` by: the
 /// finest whole block no finer than [`WORK_UM_PER_PX`] allows (1 where the frame is coarser).
@@ -110,11 +113,11 @@ const MAX_DETECTOR_WORK_UM_PER_PX: f32 = 0.5;
 /// classical stages and the detector, with less work for the former (the Pi Zero 2 W's 640 × 480
 /// frames at 0.15 µm/px: blocks of 3, not 2).
 fn work_bin(um_per_px: f32, (width, height): (u32, u32), detector_side: Option<u32>) -> u32 {
-    let classical = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, 16);
+    let classical = ((WORK_UM_PER_PX / um_per_px).floor() as u32).clamp(1, MAX_BIN);
     let Some(side) = detector_side else {
         return classical;
     };
-    let picture = detector_bin(16, (width, height), side);
+    let picture = detector_bin(MAX_BIN, (width, height), side);
     if picture > classical && picture as f32 * um_per_px <= MAX_DETECTOR_WORK_UM_PER_PX {
         picture
     } else {
