@@ -16,10 +16,12 @@ use thiserror::Error;
 pub enum EvalError {
     #[error("{path}: {message}")]
     Data { path: String, message: String },
-    #[error("{path}:{line}: {message}")]
+    /// A label that cannot be read, at its line and column (both from 1).
+    #[error("{path}:{line}:{column}: {message}")]
     Label {
         path: String,
         line: usize,
+        column: usize,
         message: String,
     },
 }
@@ -215,70 +217,167 @@ impl LabelFormat {
     }
 }
 
-/// White-cell boxes from a YOLO label file (class 0 = WBC; normalized cx cy w h).
+/// The five fields of a YOLO label line, in order.
+const YOLO_FIELDS: [&str; 5] = ["class", "cx", "cy", "w", "h"];
+
+/// White-cell boxes from a YOLO label file (class 0 = WBC; cx cy w h as fractions of the frame).
+/// Every line is checked, whatever its class: five numbers, a whole class number, a centre inside
+/// the frame and a size above 0 and at most the frame's (pixel coordinates given by mistake are
+/// refused, not read as boxes many frames wide).
 pub fn read_yolo_wbc(path: &Path, width: u32, height: u32) -> Result<Vec<BoxPx>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let text = read_label_file(path)?;
     let mut boxes = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.is_empty() {
+        let Some([class, cx, cy, w, h]) = yolo_line(path, i + 1, line)? else {
             continue;
-        }
-        let bad = |message: &str| EvalError::Label {
-            path: path.display().to_string(),
-            line: i + 1,
-            message: message.to_string(),
         };
-        if fields.len() != 5 {
-            return Err(bad("expected 5 fields: class cx cy w h"));
-        }
-        let v: Result<Vec<f32>, _> = fields.iter().map(|f| f.parse::<f32>()).collect();
-        let v = v.map_err(|_| bad("not a number"))?;
-        if v[0] as i32 != 0 {
+        if class != 0.0 {
             continue;
         }
-        let (w, h) = (width as f32, height as f32);
+        let (fw, fh) = (width as f32, height as f32);
         boxes.push(BoxPx {
-            x0: (v[1] - v[3] / 2.0) * w,
-            y0: (v[2] - v[4] / 2.0) * h,
-            x1: (v[1] + v[3] / 2.0) * w,
-            y1: (v[2] + v[4] / 2.0) * h,
+            x0: (cx - w / 2.0) * fw,
+            y0: (cy - h / 2.0) * fh,
+            x1: (cx + w / 2.0) * fw,
+            y1: (cy + h / 2.0) * fh,
         });
     }
     Ok(boxes)
 }
 
-/// White-cell boxes from a Pascal VOC annotation (objects named WBC).
-pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data {
+fn read_label_file(path: &Path) -> Result<String, EvalError> {
+    std::fs::read_to_string(path).map_err(|e| EvalError::Data {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// The checked numbers of one YOLO line (`line_no` from 1), or None for a blank line.
+fn yolo_line(path: &Path, line_no: usize, line: &str) -> Result<Option<[f32; 5]>, EvalError> {
+    let bad = |column: usize, message: String| EvalError::Label {
+        path: path.display().to_string(),
+        line: line_no,
+        column,
+        message,
+    };
+    let fields = fields_with_columns(line);
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    if fields.len() != YOLO_FIELDS.len() {
+        return Err(bad(
+            1,
+            format!(
+                "expected 5 fields (class cx cy w h), found {}",
+                fields.len()
+            ),
+        ));
+    }
+    let mut values = [0f32; 5];
+    for (k, &(column, text)) in fields.iter().enumerate() {
+        let name = YOLO_FIELDS[k];
+        let value = text
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| bad(column, format!("{name} `{text}` is not a number")))?;
+        if let Some(problem) = yolo_value_problem(name, value) {
+            return Err(bad(column, format!("{name} {text} {problem}")));
+        }
+        values[k] = value;
+    }
+    Ok(Some(values))
+}
+
+/// Why a YOLO field's value cannot be right, if it cannot.
+fn yolo_value_problem(name: &str, value: f32) -> Option<&'static str> {
+    match name {
+        "class" if value < 0.0 || value.fract() != 0.0 => {
+            Some("is not a class number (0, 1, 2, ...)")
+        }
+        "cx" | "cy" if !(0.0..=1.0).contains(&value) => {
+            Some("is outside 0..1: YOLO centres are fractions of the frame, not pixels")
+        }
+        "w" | "h" if value <= 0.0 || value > 1.0 => {
+            Some("is not above 0 and at most 1: YOLO sizes are fractions of the frame, not pixels")
+        }
+        _ => None,
+    }
+}
+
+/// The whitespace-separated fields of a line, each with its column (in characters, from 1).
+fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
+    let mut fields = Vec::new();
+    let mut start = None;
+    for (column, (at, c)) in line.char_indices().enumerate() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some((column + 1, at)),
+            (true, Some((col, from))) => {
+                fields.push((col, &line[from..at]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some((col, from)) = start {
+        fields.push((col, &line[from..]));
+    }
+    fields
+}
+
+/// White-cell boxes from a Pascal VOC annotation (objects named WBC). A file without an
+/// `<annotation>` element, or a WBC object without four numeric corners or with a box of no area,
+/// is an error at the object's line and column.
+pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
+    let text = read_label_file(path)?;
+    if !text.contains("<annotation") {
+        return Err(EvalError::Data {
+            path: path.display().to_string(),
+            message: "not a Pascal VOC annotation (no <annotation> element)".into(),
+        });
+    }
     let mut boxes = Vec::new();
-    for object in text.split("<object>").skip(1) {
-        let object = object.split("</object>").next().unwrap_or("");
+    let mut from = 0;
+    while let Some(found) = text[from..].find("<object>") {
+        let at = from + found;
+        from = at + "<object>".len();
+        let object = text[from..].split("</object>").next().unwrap_or("");
         if tag(object, "name").map(str::trim) != Some("WBC") {
             continue;
         }
-        let coord = |t: &str| -> Result<f32, EvalError> {
-            tag(object, t)
-                .and_then(|v| v.trim().parse::<f32>().ok())
-                .ok_or_else(|| EvalError::Data {
-                    path: path.display().to_string(),
-                    message: format!("WBC object without a numeric <{t}>"),
-                })
-        };
-        boxes.push(BoxPx {
-            x0: coord("xmin")?,
-            y0: coord("ymin")?,
-            x1: coord("xmax")?,
-            y1: coord("ymax")?,
-        });
+        boxes.push(voc_box(path, &text, at, object)?);
     }
     Ok(boxes)
+}
+
+/// The box of one WBC object (`object` is its text, which starts at byte `at` of `text`).
+fn voc_box(path: &Path, text: &str, at: usize, object: &str) -> Result<BoxPx, EvalError> {
+    let before = &text[..at];
+    let bad = |message: String| EvalError::Label {
+        path: path.display().to_string(),
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().unwrap_or("").chars().count() + 1,
+        message,
+    };
+    let coord = |t: &str| -> Result<f32, EvalError> {
+        tag(object, t)
+            .and_then(|v| v.trim().parse::<f32>().ok())
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| bad(format!("WBC object without a numeric <{t}>")))
+    };
+    let b = BoxPx {
+        x0: coord("xmin")?,
+        y0: coord("ymin")?,
+        x1: coord("xmax")?,
+        y1: coord("ymax")?,
+    };
+    if b.x1 <= b.x0 || b.y1 <= b.y0 {
+        return Err(bad(format!(
+            "WBC box has no area (xmin {} xmax {}, ymin {} ymax {})",
+            b.x0, b.x1, b.y0, b.y1
+        )));
+    }
+    Ok(b)
 }
 
 fn tag<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -783,6 +882,86 @@ mod tests {
         );
         std::fs::write(&yolo, "0 0.5 oops 0.5 0.5\n").unwrap();
         let e = read_yolo_wbc(&yolo, 100, 200).unwrap_err().to_string();
-        assert!(e.ends_with("a.txt:1: not a number"), "{e}");
+        assert!(e.ends_with("a.txt:1:7: cy `oops` is not a number"), "{e}");
+    }
+
+    /// The error for a YOLO label file holding `text`, after the file's name.
+    fn yolo_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let yolo = dir.path().join("b.txt");
+        std::fs::write(&yolo, text).unwrap();
+        let e = read_yolo_wbc(&yolo, 640, 480).unwrap_err().to_string();
+        e.split_once("b.txt:")
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or(e)
+    }
+
+    #[test]
+    fn yolo_lines_that_cannot_be_right_are_refused_at_their_line_and_column() {
+        let pixels = yolo_error("0 0.5 0.5 0.2 0.2\n\n0  320 240 64 64\n");
+        assert!(
+            pixels.starts_with("3:4: cx 320 is outside 0..1"),
+            "{pixels}"
+        );
+        let size = yolo_error("2 0.5 0.5 0 0.2\n");
+        assert!(size.starts_with("1:11: w 0 is not above 0"), "{size}");
+        let class = yolo_error("0.5 0.5 0.5 0.2 0.2\n");
+        assert!(
+            class.starts_with("1:1: class 0.5 is not a class number"),
+            "{class}"
+        );
+        assert_eq!(
+            yolo_error("0 nan 0.5 0.2 0.2"),
+            "1:3: cx `nan` is not a number"
+        );
+        assert_eq!(
+            yolo_error("0 0.5 0.5 0.2\n"),
+            "1:1: expected 5 fields (class cx cy w h), found 4"
+        );
+        // edges are fine: a centre on the frame's edge and a box as large as the frame
+        let dir = tempfile::tempdir().unwrap();
+        let yolo = dir.path().join("c.txt");
+        std::fs::write(&yolo, "\t0 1 0 1.0 1\n1 0.0 1.0 0.01 0.01\n").unwrap();
+        assert_eq!(read_yolo_wbc(&yolo, 10, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn voc_objects_that_cannot_be_right_are_refused_at_their_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let voc = dir.path().join("v.xml");
+        let object = |name: &str, corners: &str| {
+            format!("  <object><name>{name}</name><bndbox>{corners}</bndbox></object>\n")
+        };
+        let whole = "<xmin>1</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax>";
+        let error = |objects: &[String]| {
+            std::fs::write(
+                &voc,
+                format!("<annotation>\n{}</annotation>\n", objects.concat()),
+            )
+            .unwrap();
+            read_voc_wbc(&voc)
+                .map(|b| b.len())
+                .map_err(|e| e.to_string())
+        };
+        // a red cell with no area (BCCD holds two) is not read; a white cell's must be whole
+        let flat = "<xmin>30</xmin><ymin>2</ymin><xmax>30</xmax><ymax>40</ymax>";
+        assert_eq!(error(&[object("RBC", flat), object("WBC", whole)]), Ok(1));
+        let e = error(&[object("WBC", whole), object("WBC", flat)]).unwrap_err();
+        assert!(
+            e.ends_with("v.xml:3:3: WBC box has no area (xmin 30 xmax 30, ymin 2 ymax 40)"),
+            "{e}"
+        );
+        let no_ymax = "<xmin>1</xmin><ymin>2</ymin><xmax>30</xmax>";
+        let e = error(&[object("WBC", no_ymax)]).unwrap_err();
+        assert!(
+            e.ends_with("v.xml:2:3: WBC object without a numeric <ymax>"),
+            "{e}"
+        );
+        std::fs::write(&voc, "0 0.5 0.5 0.2 0.2\n").unwrap();
+        let e = read_voc_wbc(&voc).unwrap_err().to_string();
+        assert!(
+            e.ends_with("v.xml: not a Pascal VOC annotation (no <annotation> element)"),
+            "{e}"
+        );
     }
 }

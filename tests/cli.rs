@@ -585,6 +585,30 @@ fn malformed_board_names_file_line_and_column() {
     assert_one_line_error(&out, "`count_target`");
 }
 
+#[test]
+fn labels_that_cannot_be_right_name_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (images, labels) = (tmp.path().join("images"), tmp.path().join("labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    image::RgbImage::from_pixel(64, 48, image::Rgb([220, 200, 210]))
+        .save(images.join("f.png"))
+        .unwrap();
+    // YOLO boxes in pixels instead of fractions of the frame
+    std::fs::write(labels.join("f.txt"), "0 0.5 0.5 0.1 0.1\n0 32 24 10 10\n").unwrap();
+    let out = detect_eval(&images, &labels, "yolo", &[]);
+    assert_one_line_error(&out, "f.txt:2:3: cx 32 is outside 0..1");
+    // a VOC white cell whose corners enclose nothing
+    let object = "<object><name>WBC</name><bndbox><xmin>9</xmin><ymin>2</ymin><xmax>3</xmax><ymax>8</ymax></bndbox></object>";
+    std::fs::write(
+        labels.join("f.xml"),
+        format!("<annotation>\n {object}\n</annotation>"),
+    )
+    .unwrap();
+    let out = detect_eval_voc(&images, &labels, &[]);
+    assert_one_line_error(&out, "f.xml:2:2: WBC box has no area");
+}
+
 /// Held-out crops (the model's test split, never trained or tuned on) of one source, `per_class`
 /// per class, copied into class folders under `dest`.
 fn held_out(
