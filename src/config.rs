@@ -260,7 +260,7 @@ impl BoardProfile {
             }
         };
         let o = &self.optics;
-        if !(o.um_per_px.is_finite() && o.um_per_px > 0.005 && o.um_per_px < 50.0) {
+        if !crate::scale::plausible_um_per_px(o.um_per_px) {
             return Err(invalid(
                 "um_per_px",
                 format!(

@@ -36,8 +36,8 @@ struct RunArgs {
     /// v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED.
     #[arg(long)]
     source: Option<String>,
-    /// Stop after N frames.
-    #[arg(long)]
+    /// Stop after N frames (at least 1).
+    #[arg(long, value_parser = parse_at_least_one)]
     frames: Option<u64>,
     /// Report and journal folder (default: the profile's report_dir).
     #[arg(long)]
@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long)]
     annotate: Option<PathBuf>,
     /// Replay pace for dir:/file: sources, frames per second (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fps)]
     fps: f32,
     /// Model manifest (RON), overriding the profile's.
     #[arg(long)]
@@ -106,7 +106,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Micrometres per pixel of the frames (default: the profile's).
-        #[arg(long)]
+        #[arg(long, value_parser = scale::parse_um_per_px)]
         um_per_px: Option<f32>,
         #[arg(long)]
         board: Option<PathBuf>,
@@ -130,18 +130,18 @@ enum Command {
         /// Model manifest (RON); default: the board profile's model.
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Virtual frames (1280x960) for the end-to-end figure.
-        #[arg(long, default_value_t = 200)]
+        /// Virtual frames (1280x960) for the end-to-end figure (at least 1).
+        #[arg(long, default_value_t = 200, value_parser = parse_at_least_one)]
         frames: u64,
         /// Batch sizes for the classification timing.
         #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
         batches: Vec<usize>,
         /// Soak test: run the live loop for this many virtual frames (640x480) and read resident
         /// memory as it goes.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_at_least_one)]
         soak: Option<u64>,
-        /// Soak test: read resident memory every this many frames.
-        #[arg(long, default_value_t = 1000)]
+        /// Soak test: read resident memory every this many frames (at least 1).
+        #[arg(long, default_value_t = 1000, value_parser = parse_at_least_one)]
         soak_every: u64,
         /// Also time localization with this learned detector (manifest, e.g.
         /// models/wbc-detector.ron); default: the profile's detector.
@@ -151,8 +151,8 @@ enum Command {
     /// Count seeded pans of the virtual slide through the live loop and compare with the truth:
     /// cells counted once, twice, missed, per true class.
     CountEval {
-        /// How many pans (seeds first_seed, first_seed+1, ...).
-        #[arg(long, default_value_t = 5)]
+        /// How many pans (seeds first_seed, first_seed+1, ...; at least 1).
+        #[arg(long, default_value_t = 5, value_parser = parse_at_least_one)]
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
@@ -172,6 +172,24 @@ enum Command {
         #[arg(long)]
         board: PathBuf,
     },
+}
+
+/// A count given on the command line (frames, pans, ...): a whole number, at least 1.
+fn parse_at_least_one(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// A replay pace given on the command line: frames per second, 0 for as fast as possible.
+fn parse_fps(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a pace in frames per second (0 or more; 0 = as fast as possible)"
+        )),
+    }
 }
 
 fn main() {

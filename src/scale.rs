@@ -9,6 +9,20 @@ use image::{GrayImage, Luma, RgbImage};
 /// Mean diameter of a normal red cell, µm.
 pub const RBC_DIAMETER_UM: f32 = 7.5;
 
+/// Whether a scale in µm per pixel can belong to a microscope camera: above 0.005 (beyond any
+/// optical resolution) and under 50 (a cell would be a fraction of a pixel).
+pub fn plausible_um_per_px(um_per_px: f32) -> bool {
+    um_per_px.is_finite() && um_per_px > 0.005 && um_per_px < 50.0
+}
+
+/// A µm per pixel given on the command line, refused unless plausible (see [`plausible_um_per_px`]).
+pub fn parse_um_per_px(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if plausible_um_per_px(v) => Ok(v),
+        _ => Err(format!("{s:?} is not a plausible µm per pixel (0.005..50)")),
+    }
+}
+
 /// Diameters (pixels) of round, isolated red cells in an image.
 pub fn red_cell_diameters(img: &RgbImage) -> Vec<f32> {
     let (w, h) = img.dimensions();
@@ -82,12 +96,9 @@ impl std::str::FromStr for ScaleChoice {
         if s == "auto" {
             return Ok(ScaleChoice::Auto);
         }
-        match s.parse::<f32>() {
-            Ok(v) if v.is_finite() && v > 0.0 => Ok(ScaleChoice::Fixed(v)),
-            _ => Err(format!(
-                "{s:?} is neither `auto` nor a positive µm per pixel"
-            )),
-        }
+        parse_um_per_px(s).map(ScaleChoice::Fixed).map_err(|_| {
+            format!("{s:?} is neither `auto` nor a plausible µm per pixel (0.005..50)")
+        })
     }
 }
 
@@ -95,6 +106,24 @@ impl std::str::FromStr for ScaleChoice {
 mod tests {
     use super::*;
     use image::Rgb;
+
+    #[test]
+    fn only_a_plausible_scale_is_taken_from_the_command_line() {
+        assert_eq!(parse_um_per_px("0.15"), Ok(0.15));
+        for bad in ["nan", "inf", "0", "-0.1", "1e-9", "50", "1e9", "fast", ""] {
+            let e = parse_um_per_px(bad).unwrap_err();
+            assert!(
+                e.contains("not a plausible µm per pixel (0.005..50)"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!("auto".parse::<ScaleChoice>(), Ok(ScaleChoice::Auto));
+        assert_eq!("0.2".parse::<ScaleChoice>(), Ok(ScaleChoice::Fixed(0.2)));
+        assert!("1e9"
+            .parse::<ScaleChoice>()
+            .unwrap_err()
+            .contains("neither `auto`"));
+    }
 
     #[test]
     fn measures_drawn_red_cells() {

@@ -609,6 +609,48 @@ fn labels_that_cannot_be_right_name_file_line_and_column() {
     assert_one_line_error(&out, "f.xml:2:2: WBC box has no area");
 }
 
+#[test]
+fn implausible_arguments_are_refused_before_anything_runs() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "detect-eval",
+                "--images",
+                ".",
+                "--labels",
+                ".",
+                "--format",
+                "yolo",
+                "--um-per-px",
+                "nan",
+            ],
+            "not a plausible µm per pixel",
+        ),
+        (
+            &["classify", "--um-per-px", "1e9", "c.png"],
+            "nor a plausible µm per pixel",
+        ),
+        (
+            &["count-eval", "--seeds", "0"],
+            "not a whole number of at least 1",
+        ),
+        (
+            &["bench", "--frames", "0"],
+            "not a whole number of at least 1",
+        ),
+        (&["run", "--fps=-5"], "not a pace in frames per second"),
+    ];
+    for (args, expect) in cases {
+        let out = marrowscope(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expect) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Held-out crops (the model's test split, never trained or tuned on) of one source, `per_class`
 /// per class, copied into class folders under `dest`.
 fn held_out(
