@@ -39,6 +39,7 @@ from common import DEFAULT_SHARED  # noqa: E402
 from manifest import sha256  # noqa: E402
 
 STRIDE = 8
+EDGE_REACH = 0.01  # a box within this share of the picture's side of its edge counts as cut by the edge
 WBC = 0
 
 
@@ -74,6 +75,9 @@ def parse_args(argv=None):
     ap.add_argument("--ignore-cut", action="store_true",
                     help="a cell the crop cuts below --keep-visible is left out of the heat-map loss where it "
                          "is in view, instead of being taught as background")
+    ap.add_argument("--edge-weight", type=float, default=1.0,
+                    help="weight of the heat map's peak loss for cells whose box reaches the picture's edge "
+                         "(slivers at the frame edge); 1 weighs them as every other cell")
     ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
                     help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
                          "convolution (about half the multiply-adds, for small boards)")
@@ -205,6 +209,23 @@ def ignored_cells(cut, grid):
     return mask
 
 
+def at_edge(boxes):
+    """Which boxes (cx, cy, w, h, 0..1) reach within EDGE_REACH of the picture's edge."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    lo = np.minimum(b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2)
+    hi = np.maximum(b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2)
+    return (lo <= EDGE_REACH) | (hi >= 1 - EDGE_REACH)
+
+
+def peak_weights(boxes, grid, edge_weight):
+    """Weight of each grid cell's peak loss: edge_weight at the centres of boxes at the picture's edge,
+    1 elsewhere (a later box's centre in the same grid cell overrides an earlier one's)."""
+    weights = np.ones((grid, grid), np.float32)
+    for (cx, cy, _, _), edge in zip(boxes, at_edge(boxes)):
+        weights[min(int(cy * grid), grid - 1), min(int(cx * grid), grid - 1)] = edge_weight if edge else 1.0
+    return weights
+
+
 def targets(boxes, grid):
     """Heat map (Gaussian per centre), and per-centre index, offset and log size (grid units)."""
     heat = np.zeros((grid, grid), np.float32)
@@ -220,11 +241,12 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
-def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False):
-    """Inputs, heat maps, centre indices and box targets of a batch, and with ignore_cut the grid
-    cells left out of the background loss (see augment and ignored_cells; else None)."""
+def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0):
+    """Inputs, heat maps, centre indices and box targets of a batch; with ignore_cut the grid cells
+    left out of the background loss (see augment and ignored_cells; else None); with an edge_weight
+    other than 1 the weights of the peaks' loss (see peak_weights; else None)."""
     grid = size // STRIDE
-    xs, heats, idxs, regs, ignores = [], [], [], [], []
+    xs, heats, idxs, regs, ignores, weights = [], [], [], [], [], []
     for img, boxes in items:
         cut = np.zeros((0, 4), np.float32)
         if train:
@@ -236,8 +258,11 @@ def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_c
         regs.append(r)
         if ignore_cut:
             ignores.append(ignored_cells(cut, grid))
+        if edge_weight != 1.0:
+            weights.append(peak_weights(boxes, grid, edge_weight))
     ignore = torch.from_numpy(np.stack(ignores)) if ignore_cut else None
-    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore
+    weight = torch.from_numpy(np.stack(weights)) if edge_weight != 1.0 else None
+    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore, weight
 
 
 # ---------------------------------------------------------------- model
@@ -294,12 +319,14 @@ class Detector(nn.Module):
         return torch.cat([torch.sigmoid(self.heat(p8)), self.box(p8)], 1)
 
 
-def focal_loss(pred, gt, ignore=None):
+def focal_loss(pred, gt, ignore=None, peak_weight=None):
     """Penalty-reduced pixel focal loss of CenterNet on the heat map; cells where `ignore` is 1 add
-    no background loss."""
+    no background loss; `peak_weight` scales each peak's loss."""
     pred = pred.clamp(1e-4, 1 - 1e-4)
     pos = gt.eq(1).float()
     pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
+    if peak_weight is not None:
+        pos_loss = pos_loss * peak_weight
     neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - gt) ** 4 * (1 - pos)
     if ignore is not None:
         neg_loss = neg_loss * (1 - ignore)
@@ -322,8 +349,8 @@ def giou_loss(pred, want):
     return (1 - giou).mean()
 
 
-def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None):
-    loss = focal_loss(out[:, 0], heat, ignore)
+def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None, peak_weight=None):
+    loss = focal_loss(out[:, 0], heat, ignore, peak_weight)
     box = out[:, 1:].flatten(2)
     preds, want = [], []
     for b, (i, r) in enumerate(zip(idxs, regs)):
@@ -474,10 +501,12 @@ def main(argv=None):
         order = rng.permutation(len(train_px))
         total = 0.0
         for k in range(0, len(order), args.batch):
-            x, heat, idxs, regs, ignore = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size, rng,
-                                                   True, args.crop_share, args.keep_visible, args.ignore_cut)
+            x, heat, idxs, regs, ignore, weight = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size,
+                                                           rng, True, args.crop_share, args.keep_visible,
+                                                           args.ignore_cut, args.edge_weight)
             ignore = ignore.to(device) if ignore is not None else None
-            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore)
+            weight = weight.to(device) if weight is not None else None
+            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore, weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -499,7 +528,8 @@ def main(argv=None):
     export(on_cpu(kept), args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
-    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema, "checkpoint": args.checkpoint,
+    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
+                                                   "edge_weight": args.edge_weight, "checkpoint": args.checkpoint,
                                                    "train_frames": len(train), "seconds": time.time() - t0}, indent=1))
     if args.ship:
         ship = Path(args.ship)

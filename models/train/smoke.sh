@@ -74,7 +74,7 @@ check detector "$PY" "$HERE/detector.py" --out "$TMP/det" --epochs 2 --limit 24 
 # and the fast variant (patch stem) exports under its own file name
 # (one argument list for this run and the --ema run below, so they differ only in --ema)
 FAST_DETECTOR_ARGS=(--epochs 2 --limit 16 --size 96 --giou 1 --keep-visible 0.1 --crop-share 0.9 --stem 4
-  --ignore-cut --basename wbc-detector-fast --name fast)
+  --ignore-cut --edge-weight 3 --basename wbc-detector-fast --name fast)
 check detector_options "$PY" "$HERE/detector.py" --out "$TMP/det2" "${FAST_DETECTOR_ARGS[@]}"
 check detector_fast_files test -s "$TMP/det2/wbc-detector-fast.onnx" -a -s "$TMP/det2/wbc-detector-fast.ron"
 # --ema: the same run (same seed, same draws) with the weights' moving average saves that average, not
@@ -121,6 +121,27 @@ mask = D.ignored_cells(np.array([[0.05, 0.5, 0.1, 0.2]], np.float32), 10)
 assert mask.sum() == 8 and mask[3:7, 0:2].all(), mask
 assert D.ignored_cells(np.zeros((0, 4), np.float32), 10).sum() == 0
 print("cut cells ok", seen)
+EOF
+# --edge-weight (swept 2026-12-05): the peaks of boxes at the picture's edge, and only those, weigh more
+# in the heat map's loss
+check detector_edge_weight "$PY" - "$HERE" <<'EOF'
+import sys, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import detector as D
+# one cell cut by the left edge, one whole in the middle, one reaching the bottom edge
+boxes = np.array([[0.02, 0.5, 0.04, 0.2], [0.5, 0.5, 0.2, 0.2], [0.7, 0.95, 0.2, 0.1]], np.float32)
+assert D.at_edge(boxes).tolist() == [True, False, True]
+w = D.peak_weights(boxes, 10, 3.0)
+assert w[5, 0] == 3.0 and w[9, 7] == 3.0 and w[5, 5] == 1.0 and w.sum() == 100 + 2 * 2, w
+heat, _, _ = D.targets(boxes, 10)
+pred = torch.full((1, 10, 10), 0.3)
+gt = torch.from_numpy(heat).float()[None]
+plain = D.focal_loss(pred, gt)
+assert torch.equal(plain, D.focal_loss(pred, gt, peak_weight=torch.ones(1, 10, 10)))
+weighted = D.focal_loss(pred, gt, peak_weight=torch.from_numpy(w)[None])
+peak = -(torch.log(torch.tensor(0.3)) * 0.7 ** 2) / 3  # one peak's share of the loss
+assert torch.isclose(weighted - plain, 2 * 2 * peak), (weighted, plain)
+print("edge weight ok", float(plain), float(weighted))
 EOF
 # --separable (swept 2026-12-05, not shipped): the network with depthwise-separable convolutions at
 # stride 8 trains and exports them as grouped convolutions, which tract runs (detector_tract)
