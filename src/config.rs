@@ -264,8 +264,9 @@ impl BoardProfile {
             return Err(invalid(
                 "um_per_px",
                 format!(
-                    "{} is not a plausible µm per pixel (0.005..50)",
-                    o.um_per_px
+                    "{} {}",
+                    o.um_per_px,
+                    crate::scale::implausible_scale_reason()
                 ),
             ));
         }

@@ -11,9 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Errors while writing a report.
+/// Errors while writing a report or a picture beside it (crop sheets, annotated frames); the path
+/// says which.
 #[derive(Debug, Error)]
-#[error("{path}: cannot write report: {message}")]
+#[error("{path}: cannot write: {message}")]
 pub struct ReportError {
     pub path: String,
     pub message: String,

@@ -9,17 +9,27 @@ use image::{GrayImage, Luma, RgbImage};
 /// Mean diameter of a normal red cell, µm.
 pub const RBC_DIAMETER_UM: f32 = 7.5;
 
-/// Whether a scale in µm per pixel can belong to a microscope camera: above 0.005 (beyond any
-/// optical resolution) and under 50 (a cell would be a fraction of a pixel).
+/// The scales, µm per pixel, a microscope camera can have (both bounds left out): finer than 0.005
+/// is beyond any optical resolution, and at 50 a cell would be a fraction of a pixel.
+pub const PLAUSIBLE_UM_PER_PX: (f32, f32) = (0.005, 50.0);
+
+/// Whether a scale in µm per pixel lies within [`PLAUSIBLE_UM_PER_PX`].
 pub fn plausible_um_per_px(um_per_px: f32) -> bool {
-    um_per_px.is_finite() && um_per_px > 0.005 && um_per_px < 50.0
+    let (finest, coarsest) = PLAUSIBLE_UM_PER_PX;
+    um_per_px.is_finite() && um_per_px > finest && um_per_px < coarsest
+}
+
+/// Why a scale is refused, after the value: "is not a plausible µm per pixel (0.005..50)".
+pub fn implausible_scale_reason() -> String {
+    let (finest, coarsest) = PLAUSIBLE_UM_PER_PX;
+    format!("is not a plausible µm per pixel ({finest}..{coarsest})")
 }
 
 /// A µm per pixel given on the command line, refused unless plausible (see [`plausible_um_per_px`]).
 pub fn parse_um_per_px(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if plausible_um_per_px(v) => Ok(v),
-        _ => Err(format!("{s:?} is not a plausible µm per pixel (0.005..50)")),
+        _ => Err(format!("{s:?} {}", implausible_scale_reason())),
     }
 }
 
@@ -96,9 +106,9 @@ impl std::str::FromStr for ScaleChoice {
         if s == "auto" {
             return Ok(ScaleChoice::Auto);
         }
-        parse_um_per_px(s).map(ScaleChoice::Fixed).map_err(|_| {
-            format!("{s:?} is neither `auto` nor a plausible µm per pixel (0.005..50)")
-        })
+        parse_um_per_px(s)
+            .map(ScaleChoice::Fixed)
+            .map_err(|e| format!("{e}, nor `auto` (measured from red cells)"))
     }
 }
 
@@ -119,10 +129,11 @@ mod tests {
         }
         assert_eq!("auto".parse::<ScaleChoice>(), Ok(ScaleChoice::Auto));
         assert_eq!("0.2".parse::<ScaleChoice>(), Ok(ScaleChoice::Fixed(0.2)));
-        assert!("1e9"
-            .parse::<ScaleChoice>()
-            .unwrap_err()
-            .contains("neither `auto`"));
+        let e = "1e9".parse::<ScaleChoice>().unwrap_err();
+        assert!(
+            e.ends_with("(0.005..50), nor `auto` (measured from red cells)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -628,7 +628,7 @@ fn implausible_arguments_are_refused_before_anything_runs() {
         ),
         (
             &["classify", "--um-per-px", "1e9", "c.png"],
-            "nor a plausible µm per pixel",
+            "nor `auto` (measured from red cells)",
         ),
         (
             &["count-eval", "--seeds", "0"],
