@@ -307,22 +307,12 @@ fn yolo_value_problem(name: &str, value: f32) -> Option<&'static str> {
 
 /// The whitespace-separated fields of a line, each with its column (in characters, from 1).
 fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
-    let mut fields = Vec::new();
-    let mut start = None;
-    for (column, (at, c)) in line.char_indices().enumerate() {
-        match (c.is_whitespace(), start) {
-            (false, None) => start = Some((column + 1, at)),
-            (true, Some((col, from))) => {
-                fields.push((col, &line[from..at]));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some((col, from)) = start {
-        fields.push((col, &line[from..]));
-    }
-    fields
+    line.split_whitespace()
+        .map(|field| {
+            let at = field.as_ptr() as usize - line.as_ptr() as usize;
+            (line[..at].chars().count() + 1, field)
+        })
+        .collect()
 }
 
 /// White-cell boxes from a Pascal VOC annotation (objects named WBC). A file without an

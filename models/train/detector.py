@@ -217,13 +217,13 @@ def at_edge(boxes):
     return (lo <= EDGE_REACH) | (hi >= 1 - EDGE_REACH)
 
 
-def peak_weights(boxes, grid, edge_weight):
-    """Weight of each grid cell's peak loss: edge_weight at the centres of boxes at the picture's edge,
-    1 elsewhere (a later box's centre in the same grid cell overrides an earlier one's)."""
-    weights = np.ones((grid, grid), np.float32)
-    for (cx, cy, _, _), edge in zip(boxes, at_edge(boxes)):
-        weights[min(int(cy * grid), grid - 1), min(int(cx * grid), grid - 1)] = edge_weight if edge else 1.0
-    return weights
+def peak_weights(boxes, idx, grid, edge_weight):
+    """Weight of each grid cell's peak loss: edge_weight at the centres (`idx`, from targets) of boxes at
+    the picture's edge, 1 elsewhere (a later box's centre in the same grid cell overrides an earlier one's)."""
+    weights = np.ones(grid * grid, np.float32)
+    for i, edge in zip(idx, at_edge(boxes)):
+        weights[i] = edge_weight if edge else 1.0
+    return weights.reshape(grid, grid)
 
 
 def targets(boxes, grid):
@@ -259,7 +259,7 @@ def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_c
         if ignore_cut:
             ignores.append(ignored_cells(cut, grid))
         if edge_weight != 1.0:
-            weights.append(peak_weights(boxes, grid, edge_weight))
+            weights.append(peak_weights(boxes, i, grid, edge_weight))
     ignore = torch.from_numpy(np.stack(ignores)) if ignore_cut else None
     weight = torch.from_numpy(np.stack(weights)) if edge_weight != 1.0 else None
     return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore, weight

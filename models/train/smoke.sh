@@ -131,9 +131,9 @@ import detector as D
 # one cell cut by the left edge, one whole in the middle, one reaching the bottom edge
 boxes = np.array([[0.02, 0.5, 0.04, 0.2], [0.5, 0.5, 0.2, 0.2], [0.7, 0.95, 0.2, 0.1]], np.float32)
 assert D.at_edge(boxes).tolist() == [True, False, True]
-w = D.peak_weights(boxes, 10, 3.0)
+heat, idx, _ = D.targets(boxes, 10)
+w = D.peak_weights(boxes, idx, 10, 3.0)
 assert w[5, 0] == 3.0 and w[9, 7] == 3.0 and w[5, 5] == 1.0 and w.sum() == 100 + 2 * 2, w
-heat, _, _ = D.targets(boxes, 10)
 pred = torch.full((1, 10, 10), 0.3)
 gt = torch.from_numpy(heat).float()[None]
 plain = D.focal_loss(pred, gt)
