@@ -54,6 +54,9 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--holdout", type=float, default=0.12, help="share of training frames kept for the threshold")
     ap.add_argument("--limit", type=int, help="use only this many frames (smoke test)")
+    ap.add_argument("--train-share", type=share_of_frames, default=1.0,
+                    help="train on this share of the frames not held back, chosen by file-name hash "
+                         "independently of the hold-back (a learning curve: how recall grows with data); 1: all")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="where the model trains and predicts; frames are always prepared on the CPU, and the "
@@ -124,8 +127,29 @@ def voc_boxes(xml_file):
     return np.array(boxes, np.float32).reshape(-1, 4)
 
 
+def share_of_frames(text):
+    """--train-share: a share in (0, 1]."""
+    share = float(text)
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share in (0, 1]")
+    return share
+
+
+def name_hash(name):
+    """A file name's SHA-1 as a number in [0, 1)."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32
+
+
 def held_out(name, share):
-    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32 < share
+    return name_hash(name) < share
+
+
+def train_subset(train, share):
+    """The training frames kept by --train-share: those whose salted name hash is below `share` (salted,
+    so which frames are kept does not depend on which were held back); all of them at share 1."""
+    if share >= 1:
+        return train
+    return [f for f in train if name_hash("train-share:" + f[0].name) < share] or train[:1]
 
 
 def split_frames(frames, holdout, limit=None):
@@ -478,6 +502,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     frames = load_frames(Path(args.frames), "train", args.limit)
     train, held = split_frames(frames, args.holdout, args.limit)
+    train = train_subset(train, args.train_share)
     print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold", flush=True)
     # Kept at most 1.6x the input size (a zoomed-in crop then still shrinks to the input).
     train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
@@ -530,7 +555,8 @@ def main(argv=None):
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
     (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
                                                    "edge_weight": args.edge_weight, "checkpoint": args.checkpoint,
-                                                   "train_frames": len(train), "seconds": time.time() - t0}, indent=1))
+                                                   "train_frames": len(train), "train_share": args.train_share,
+                                                   "seconds": time.time() - t0}, indent=1))
     if args.ship:
         ship = Path(args.ship)
         for name in (f"{args.basename}.onnx", f"{args.basename}.ron"):

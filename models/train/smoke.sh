@@ -143,6 +143,29 @@ peak = -(torch.log(torch.tensor(0.3)) * 0.7 ** 2) / 3  # one peak's share of the
 assert torch.isclose(weighted - plain, 2 * 2 * peak), (weighted, plain)
 print("edge weight ok", float(plain), float(weighted))
 EOF
+# --train-share (the learning curve of 2026-12-05): a share of the frames not held back, the same frames
+# whatever is held back, all of them at 1; a share outside (0, 1] is refused
+check detector_train_share "$PY" - "$HERE" <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import detector as D
+frames = [(Path(f"frame{i:04d}.jpg"), None) for i in range(2000)]
+train, held = D.split_frames(frames, 0.25)
+kept = D.train_subset(train, 0.5)
+assert set(kept) <= set(train) and 0.45 < len(kept) / len(train) < 0.55, len(kept)
+# salted apart from the hold-back: holding back fewer frames keeps the same ones, and some more
+kept_more = D.train_subset(D.split_frames(frames, 0.10)[0], 0.5)
+assert [f for f in kept_more if f in train] == kept and len(kept_more) > len(kept)
+assert D.train_subset(train, 1.0) == train
+for bad in ("0", "1.5", "-0.2", "nan"):
+    try:
+        D.parse_args(["--out", "x", "--train-share", bad])
+        raise AssertionError(f"--train-share {bad} taken")
+    except SystemExit as e:
+        assert e.code == 2
+print("train share ok", len(train), len(kept), len(kept_more))
+EOF
 # --separable (swept 2026-12-05, not shipped): the network with depthwise-separable convolutions at
 # stride 8 trains and exports them as grouped convolutions, which tract runs (detector_tract)
 check detector_separable "$PY" "$HERE/detector.py" --out "$TMP/det4" --epochs 1 --limit 8 --size 96 --stem 4 \
