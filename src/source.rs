@@ -1,7 +1,8 @@
 //! Frame sources: everything that hands the pipeline RGB frames. One trait, [`FrameSource`], with a
-//! V4L2 camera (MJPEG or YUYV, decoded here), replay of an image file or folder at a set frame rate,
-//! and the virtual slide (see [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`,
-//! `virtual:`).
+//! V4L2 camera (MJPEG or YUYV, decoded here), replay of an image file or folder (JPEG, PNG, BMP, and
+//! TIFF where the `tiff` feature is built in) at a set frame rate, and the virtual slide (see
+//! [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`, `virtual:`) and
+//! `read_rgb`, which every command reading pictures uses.
 
 use image::codecs::jpeg::JpegDecoder;
 use image::{DynamicImage, RgbImage};
@@ -19,6 +20,8 @@ pub enum SourceError {
     Open { path: String, message: String },
     #[error("{path}: corrupt or unreadable image: {message}")]
     Corrupt { path: String, message: String },
+    #[error("{path}: this build does not read TIFF (board builds leave it out to stay small); save the frames as PNG, or use a desktop build")]
+    TiffLeftOut { path: String },
     #[error("camera {device}: {message}")]
     Camera { device: String, message: String },
     #[error("frame decoding failed: {0}")]
@@ -35,7 +38,10 @@ pub enum SourceError {
 impl SourceError {
     /// True when only this frame is bad and the source can go on.
     pub fn is_recoverable(&self) -> bool {
-        matches!(self, SourceError::Corrupt { .. } | SourceError::Decode(_))
+        matches!(
+            self,
+            SourceError::Corrupt { .. } | SourceError::TiffLeftOut { .. } | SourceError::Decode(_)
+        )
     }
 
     /// True while a lost source is being reconnected: no frame now, but the run goes on.
@@ -100,8 +106,10 @@ impl SourceSpec {
     }
 }
 
-/// Image file extensions replay accepts.
-const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "tif"];
+/// Image file extensions replay, `classify` and `detect-eval` accept (microscope software often saves
+/// TIFF, 8 or 16 bits a channel). Builds without the `tiff` feature (the boards') still list TIFF files,
+/// so that each gets a clear error rather than being passed over.
+const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
 
 /// True when a path looks like an image file replay can read.
 pub fn is_image_file(path: &Path) -> bool {
@@ -123,11 +131,29 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     let reader = reader
         .with_guessed_format()
         .map_err(|e| corrupt(e.to_string()))?;
+    refuse_left_out_format(path, reader.format(), READS_TIFF)?;
     let decoded = std::panic::catch_unwind(|| reader.decode().map(|img| img.to_rgb8()));
     match decoded {
         Ok(image) => image.map_err(|e| corrupt(e.to_string())),
         Err(_) => Err(corrupt(DECODER_PANICKED.into())),
     }
+}
+
+/// Whether this build decodes TIFF (the `tiff` feature; board builds leave it out).
+const READS_TIFF: bool = cfg!(feature = "tiff");
+
+/// A clear error for a file in a format this build leaves out, before the decoder's terse one.
+fn refuse_left_out_format(
+    path: &Path,
+    format: Option<image::ImageFormat>,
+    reads_tiff: bool,
+) -> Result<(), SourceError> {
+    if format == Some(image::ImageFormat::Tiff) && !reads_tiff {
+        return Err(SourceError::TiffLeftOut {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Error text when an image decoder panics on a corrupt file or frame: the frame is skipped and
@@ -518,6 +544,70 @@ mod tests {
         assert!(SourceSpec::parse("rtsp://cam").is_err());
         assert!(SourceSpec::parse("virtual:x").is_err());
         assert!(SourceSpec::parse("dir:").is_err());
+    }
+
+    /// A 4x2 picture with a different colour in every pixel.
+    fn test_picture() -> RgbImage {
+        RgbImage::from_fn(4, 2, |x, y| {
+            image::Rgb([40 * x as u8 + 10, 100 * y as u8 + 20, 200 - 30 * x as u8])
+        })
+    }
+
+    #[test]
+    fn png_and_bmp_are_read_as_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = test_picture();
+        for name in ["a.png", "b.bmp"] {
+            let path = dir.path().join(name);
+            picture.save(&path).unwrap();
+            assert!(is_image_file(&path), "{name}");
+            assert_eq!(read_rgb(&path).unwrap(), picture, "{name}");
+        }
+        assert!(!is_image_file(Path::new("notes.txt")));
+    }
+
+    #[cfg(feature = "tiff")]
+    #[test]
+    fn tiff_is_read_as_saved_in_8_and_16_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = test_picture();
+        for name in ["c.tif", "d.TIFF"] {
+            let path = dir.path().join(name);
+            picture.save(&path).unwrap();
+            assert!(is_image_file(&path), "{name}");
+            assert_eq!(read_rgb(&path).unwrap(), picture, "{name}");
+        }
+        // 16 bits a channel, as scientific cameras save: read as the 8-bit picture it holds
+        let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(4, 2, |x, y| {
+            image::Rgb(test_picture().get_pixel(x, y).0.map(|c| u16::from(c) * 257))
+        });
+        let path = dir.path().join("deep.tif");
+        deep.save(&path).unwrap();
+        assert_eq!(read_rgb(&path).unwrap(), picture);
+        // a listed extension on what is not that format is an error naming the file
+        let fake = dir.path().join("fake.tif");
+        std::fs::write(&fake, b"II*\0 not really a tiff").unwrap();
+        let err = read_rgb(&fake).unwrap_err().to_string();
+        assert!(err.contains("fake.tif"), "{err}");
+    }
+
+    #[test]
+    fn tiff_left_out_of_the_build_is_a_clear_recoverable_error() {
+        let path = Path::new("frames/f001.tif");
+        let err = refuse_left_out_format(path, Some(image::ImageFormat::Tiff), false).unwrap_err();
+        assert!(
+            err.is_recoverable(),
+            "a frame skipped and counted, not the end of the run"
+        );
+        let message = err.to_string();
+        assert!(
+            message.starts_with("frames/f001.tif: ") && message.contains("PNG"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+        assert!(refuse_left_out_format(path, Some(image::ImageFormat::Tiff), true).is_ok());
+        assert!(refuse_left_out_format(path, Some(image::ImageFormat::Png), false).is_ok());
+        assert!(refuse_left_out_format(path, None, false).is_ok());
     }
 
     #[test]

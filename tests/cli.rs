@@ -461,6 +461,45 @@ fn classify_prints_one_json_object_per_crop() {
     }
 }
 
+/// Needs the `tiff` feature (default; board builds leave it out) to write and read the TIFF copies.
+#[cfg(feature = "tiff")]
+#[test]
+fn a_crop_saved_as_png_bmp_or_tiff_gets_the_same_class() {
+    let Some(data) = data() else { return };
+    let mut crops: Vec<_> = std::fs::read_dir(data.join("marrow").join("LYT"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    crops.sort();
+    let crop = image::open(&crops[0]).unwrap().to_rgb8();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for name in ["crop.png", "crop.bmp", "crop.tif"] {
+        let path = dir.path().join(name);
+        crop.save(&path).unwrap();
+        files.push(path.display().to_string());
+    }
+    // 16 bits a channel, as scientific cameras save
+    let deep = image::DynamicImage::ImageRgb8(crop).to_rgb16();
+    let path = dir.path().join("crop16.tiff");
+    deep.save(&path).unwrap();
+    files.push(path.display().to_string());
+    let mut args = vec!["classify", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = marrowscope(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len(), "{}", stdout(&out));
+    for line in &lines[1..] {
+        assert_eq!(line["class"], lines[0]["class"], "{line}");
+        assert_eq!(line["probability"], lines[0]["probability"], "{line}");
+    }
+}
+
 #[test]
 fn eval_reports_the_contract_json_and_unknown_classes() {
     let Some(data) = data() else { return };
