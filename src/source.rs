@@ -553,16 +553,22 @@ mod tests {
         })
     }
 
-    #[test]
-    fn png_and_bmp_are_read_as_saved() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Saves the test picture under each name in `dir` (format from the extension): each is listed as
+    /// a picture and read back as saved.
+    fn assert_read_as_saved(dir: &Path, names: &[&str]) {
         let picture = test_picture();
-        for name in ["a.png", "b.bmp"] {
-            let path = dir.path().join(name);
+        for name in names {
+            let path = dir.join(name);
             picture.save(&path).unwrap();
             assert!(is_image_file(&path), "{name}");
             assert_eq!(read_rgb(&path).unwrap(), picture, "{name}");
         }
+    }
+
+    #[test]
+    fn png_and_bmp_are_read_as_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_read_as_saved(dir.path(), &["a.png", "b.bmp"]);
         assert!(!is_image_file(Path::new("notes.txt")));
     }
 
@@ -571,12 +577,7 @@ mod tests {
     fn tiff_is_read_as_saved_in_8_and_16_bits() {
         let dir = tempfile::tempdir().unwrap();
         let picture = test_picture();
-        for name in ["c.tif", "d.TIFF"] {
-            let path = dir.path().join(name);
-            picture.save(&path).unwrap();
-            assert!(is_image_file(&path), "{name}");
-            assert_eq!(read_rgb(&path).unwrap(), picture, "{name}");
-        }
+        assert_read_as_saved(dir.path(), &["c.tif", "d.TIFF"]);
         // 16 bits a channel, as scientific cameras save: read as the 8-bit picture it holds
         let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(4, 2, |x, y| {
             image::Rgb(test_picture().get_pixel(x, y).0.map(|c| u16::from(c) * 257))

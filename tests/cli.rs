@@ -428,6 +428,18 @@ fn virtual_slide_count_matches_its_truth() {
     );
 }
 
+/// `classify --json` on these files, which must succeed: one JSON object per output line.
+fn classify_json(files: &[String]) -> Vec<serde_json::Value> {
+    let mut args = vec!["classify", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = marrowscope(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn classify_prints_one_json_object_per_crop() {
     let Some(data) = data() else { return };
@@ -444,14 +456,7 @@ fn classify_prints_one_json_object_per_crop() {
             f[0].display().to_string()
         })
         .collect();
-    let mut args = vec!["classify", "--json"];
-    args.extend(crops.iter().map(String::as_str));
-    let out = marrowscope(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = classify_json(&crops);
     assert_eq!(lines.len(), 3);
     for (line, file) in lines.iter().zip(&crops) {
         assert_eq!(line["file"].as_str().unwrap(), file);
@@ -485,15 +490,8 @@ fn a_crop_saved_as_png_bmp_or_tiff_gets_the_same_class() {
     let path = dir.path().join("crop16.tiff");
     deep.save(&path).unwrap();
     files.push(path.display().to_string());
-    let mut args = vec!["classify", "--json"];
-    args.extend(files.iter().map(String::as_str));
-    let out = marrowscope(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), files.len(), "{}", stdout(&out));
+    let lines = classify_json(&files);
+    assert_eq!(lines.len(), files.len());
     for line in &lines[1..] {
         assert_eq!(line["class"], lines[0]["class"], "{line}");
         assert_eq!(line["probability"], lines[0]["probability"], "{line}");
