@@ -19,12 +19,8 @@ for a in $ARCHES; do
     *) echo "cross/setup.sh: unknown architecture $a (use arm64 or armhf)" >&2; exit 2 ;;
   esac
 done
-# A mirror mid-sync can fail one index; try again before giving up on a clean update.
-for try in 1 2 3; do
-  $SUDO apt-get update -qq && break
-  echo "cross/setup.sh: apt-get update failed (try $try of 3)" >&2
-  sleep 20
-done
+# A mirror mid-sync can fail one index; apt-update.sh tries again and goes on with the rest.
+bash "$(dirname "$0")/apt-update.sh"
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs
 
