@@ -87,9 +87,14 @@ pub struct BenchReport {
     pub detector_localize_640x480_ms_per_megapixel: Option<f64>,
     /// The profile's scale, µm per pixel (the virtual slide's frames are timed at their own).
     pub profile_um_per_px: f32,
-    /// The detector on the 640 × 480 cut-outs as if they had the profile's scale, ms per
-    /// megapixel: the localizer's binning, and so the detector's picture, follow the scale.
-    pub detector_localize_640x480_at_profile_scale_ms_per_megapixel: Option<f64>,
+    /// The size of the frames timed at the profile's scale: its camera's, cut out of the virtual
+    /// slide's frames (no larger than they are).
+    pub profile_frame_width: u32,
+    pub profile_frame_height: u32,
+    /// The detector on those frames as if they had the profile's scale, ms per megapixel: the
+    /// path the profile's camera takes (the localizer's binning, and so the detector's picture,
+    /// follow the scale; the network costs the same per frame at any size).
+    pub detector_localize_at_profile_ms_per_megapixel: Option<f64>,
     /// Tracking, localization and classification of new views, per frame.
     pub end_to_end_fps: f64,
     pub end_to_end_frames: u64,
@@ -130,10 +135,9 @@ pub fn run_bench(
     let peak_rss_mb = peak_rss_mb();
     let um = source.slide().um_per_px;
     let frames = localization_frames(&source);
-    let small: Vec<RgbImage> = frames
-        .iter()
-        .map(|f| imageops::crop_imm(f, 0, 0, 640.min(f.width()), 480.min(f.height())).to_image())
-        .collect();
+    let small = cut_outs(&frames, 640, 480);
+    let camera = &profile.camera;
+    let at_profile = cut_outs(&frames, camera.width, camera.height);
     let localize_ms_per_megapixel = time_localize(&localizer, &frames, um);
     let localize_640x480_ms_per_megapixel = time_localize(&localizer, &small, um);
     let detector = opts
@@ -148,9 +152,9 @@ pub fn run_bench(
     let detector_localize_640x480_ms_per_megapixel =
         with_detector.as_ref().map(|l| time_localize(l, &small, um));
     let profile_um_per_px = profile.optics.um_per_px;
-    let detector_localize_640x480_at_profile_scale_ms_per_megapixel = with_detector
+    let detector_localize_at_profile_ms_per_megapixel = with_detector
         .as_ref()
-        .map(|l| time_localize(l, &small, profile_um_per_px));
+        .map(|l| time_localize(l, &at_profile, profile_um_per_px));
     let size = classifier.manifest().input_size as u32;
     let crops: Vec<RgbImage> = sprites
         .iter()
@@ -178,7 +182,9 @@ pub fn run_bench(
         localize_640x480_ms_per_megapixel,
         detector_localize_640x480_ms_per_megapixel,
         profile_um_per_px,
-        detector_localize_640x480_at_profile_scale_ms_per_megapixel,
+        profile_frame_width: camera.width.min(frame_width),
+        profile_frame_height: camera.height.min(frame_height),
+        detector_localize_at_profile_ms_per_megapixel,
         end_to_end_fps: e2e.frames as f64 / e2e.pipeline.as_secs_f64().max(1e-9),
         end_to_end_frames: e2e.frames,
         cells_per_frame: e2e.cells as f64 / e2e.frames.max(1) as f64,
@@ -224,6 +230,16 @@ fn time_classify(
 fn localization_frames(source: &VirtualSlideSource) -> Vec<RgbImage> {
     let poses: Vec<StagePose> = source.path().iter().step_by(37).take(8).copied().collect();
     poses.iter().map(|p| source.render(p)).collect()
+}
+
+/// The top-left `width` × `height` of each frame (the whole frame where it is smaller).
+fn cut_outs(frames: &[RgbImage], width: u32, height: u32) -> Vec<RgbImage> {
+    frames
+        .iter()
+        .map(|f| {
+            imageops::crop_imm(f, 0, 0, width.min(f.width()), height.min(f.height())).to_image()
+        })
+        .collect()
 }
 
 /// Localization time per megapixel of `frames` (of scale `um`): the median of repeated passes over
@@ -514,6 +530,18 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&mut [7.0]), 7.0);
+    }
+
+    #[test]
+    fn cut_outs_take_the_camera_size_from_the_top_left_and_never_grow_a_frame() {
+        let frame = RgbImage::from_fn(1280, 960, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, 7])
+        });
+        let small = cut_outs(std::slice::from_ref(&frame), 640, 480);
+        assert_eq!(small[0].dimensions(), (640, 480));
+        assert_eq!(small[0].get_pixel(639, 479), frame.get_pixel(639, 479));
+        let larger_camera = cut_outs(std::slice::from_ref(&frame), 1920, 1080);
+        assert_eq!(larger_camera[0].dimensions(), (1280, 960));
     }
 
     #[test]

@@ -848,10 +848,10 @@ fn bench_cmd(
             r.frame_width, r.frame_height
         );
     }
-    if let Some(at_profile) = r.detector_localize_640x480_at_profile_scale_ms_per_megapixel {
+    if let Some(at_profile) = r.detector_localize_at_profile_ms_per_megapixel {
         println!(
-            "  localize with the learned detector at the profile's {} um/px: {at_profile:.2} ms per megapixel at 640x480",
-            r.profile_um_per_px
+            "  localize with the learned detector at the profile's {} um/px and its camera's frame size: {at_profile:.2} ms per megapixel at {}x{}",
+            r.profile_um_per_px, r.profile_frame_width, r.profile_frame_height
         );
     }
     println!(
