@@ -579,9 +579,7 @@ mod tests {
         let picture = test_picture();
         assert_read_as_saved(dir.path(), &["c.tif", "d.TIFF"]);
         // 16 bits a channel, as scientific cameras save: read as the 8-bit picture it holds
-        let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(4, 2, |x, y| {
-            image::Rgb(test_picture().get_pixel(x, y).0.map(|c| u16::from(c) * 257))
-        });
+        let deep = image::DynamicImage::ImageRgb8(picture.clone()).to_rgb16();
         let path = dir.path().join("deep.tif");
         deep.save(&path).unwrap();
         assert_eq!(read_rgb(&path).unwrap(), picture);
