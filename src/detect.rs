@@ -511,5 +511,10 @@ mod tests {
         );
         let err = DetectorManifest::parse(&text, "det.ron").unwrap_err();
         assert!(err.to_string().contains("`stride` 7"), "{err}");
+        // A detector trained on a mirrored margin (`detector.py --pad`) reads frames this code does
+        // not prepare: refused, not run on unpadded input.
+        let padded = text.replace("stride: 7", "stride: 8, pad: 8");
+        let err = DetectorManifest::parse(&padded, "det.ron").unwrap_err();
+        assert!(err.to_string().contains("pad"), "{err}");
     }
 }

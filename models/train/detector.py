@@ -92,7 +92,15 @@ def parse_args(argv=None):
                     help="also keep an exponential moving average of the weights (and batch-norm statistics) "
                          "with this decay per step, e.g. 0.999, and score, save and export it instead of the "
                          "last weights; 0: off")
-    return ap.parse_args(argv)
+    ap.add_argument("--pad", type=int, default=0,
+                    help="input pixels of mirrored frame on each side: the frame is stretched to SIZE - 2 PAD "
+                         "and reflected outwards, so a cell cut by the frame edge is seen whole-shaped; swept "
+                         "2026-12-06 and not shipped (MODEL_CARD); the manifest records it and marrowscope "
+                         "refuses such a detector; 0: off")
+    args = ap.parse_args(argv)
+    if not 0 <= args.pad < args.size // 4:
+        ap.error(f"--pad {args.pad} must be at least 0 and under a quarter of --size ({args.size})")
+    return args
 
 
 # ---------------------------------------------------------------- data
@@ -215,10 +223,28 @@ def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
     return np.clip(img, 0, 255), boxes, cut
 
 
-def to_input(img, size):
-    """HWC 0..255 -> 1x3xSxS 0..1 tensor, stretched to size x size (bilinear)."""
+def to_input(img, size, pad=0):
+    """HWC 0..255 -> 1x3xSxS 0..1 tensor, stretched to (size - 2 pad) squared (bilinear) and mirrored
+    outwards by pad pixels on each side."""
     t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    inner = size - 2 * pad
+    t = F.interpolate(t, size=(inner, inner), mode="bilinear", align_corners=False, antialias=True)
+    return F.pad(t, (pad, pad, pad, pad), mode="reflect") if pad else t
+
+
+def into_padded(boxes, size, pad):
+    """Boxes (cx, cy, w, h, 0..1 of the frame) as fractions of the padded input (see to_input)."""
+    if not pad:
+        return boxes
+    k = (size - 2 * pad) / size
+    b = np.asarray(boxes, np.float32).reshape(-1, 4) * k
+    b[:, :2] += pad / size
+    return b
+
+
+def out_of_padded(v, pad_share):
+    """A coordinate (0..1 of the padded input) as a fraction of the frame; pad_share = pad / size."""
+    return (v - pad_share) / (1 - 2 * pad_share)
 
 
 def ignored_cells(cut, grid):
@@ -265,7 +291,7 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
-def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0):
+def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0, pad=0):
     """Inputs, heat maps, centre indices and box targets of a batch; with ignore_cut the grid cells
     left out of the background loss (see augment and ignored_cells; else None); with an edge_weight
     other than 1 the weights of the peaks' loss (see peak_weights; else None)."""
@@ -275,13 +301,13 @@ def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_c
         cut = np.zeros((0, 4), np.float32)
         if train:
             img, boxes, cut = augment(img, boxes, rng, crop_share, keep_visible)
-        xs.append(to_input(img, size))
-        h, i, r = targets(boxes, grid)
+        xs.append(to_input(img, size, pad))
+        h, i, r = targets(into_padded(boxes, size, pad), grid)
         heats.append(h)
         idxs.append(i)
         regs.append(r)
         if ignore_cut:
-            ignores.append(ignored_cells(cut, grid))
+            ignores.append(ignored_cells(into_padded(cut, size, pad), grid))
         if edge_weight != 1.0:
             weights.append(peak_weights(boxes, i, grid, edge_weight))
     ignore = torch.from_numpy(np.stack(ignores)) if ignore_cut else None
@@ -391,17 +417,18 @@ def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None, peak_weight=Non
 
 # ---------------------------------------------------------------- decoding and scoring
 
-def decode(out, threshold):
+def decode(out, threshold, pad_share=0.0):
     """Boxes (x0, y0, x1, y1, score) normalized 0..1 from one output (5 x G x G): local maxima of the
-    heat map above the threshold (3x3), boxes clipped to the frame, like the Rust decoder."""
+    heat map above the threshold (3x3), boxes clipped to the frame, like the Rust decoder. pad_share:
+    the input's mirrored margin as a share of its side (see to_input)."""
     heat = out[0:1]
     peaks = (heat == F.max_pool2d(heat[None], 3, 1, 1)[0]) & (heat >= threshold)
     grid = out.shape[-1]
     found = []
     for _, gy, gx in peaks.nonzero().tolist():
         ox, oy, lw, lh = out[1:, gy, gx].tolist()
-        cx, cy = (gx + ox) / grid, (gy + oy) / grid
-        w, h = math.exp(min(max(lw, -4.0), 6.0)) / grid, math.exp(min(max(lh, -4.0), 6.0)) / grid
+        cx, cy = out_of_padded((gx + ox) / grid, pad_share), out_of_padded((gy + oy) / grid, pad_share)
+        w, h = (math.exp(min(max(v, -4.0), 6.0)) / grid / (1 - 2 * pad_share) for v in (lw, lh))
         x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
         if x1 > x0 and y1 > y0:
             found.append((x0, y0, x1, y1, float(heat[0, gy, gx])))
@@ -433,10 +460,10 @@ def match(found, truth):
     return tp, len(found) - tp, len(truth) - tp
 
 
-def score(outputs, frames, threshold):
+def score(outputs, frames, threshold, pad_share=0.0):
     tp = fp = fn = 0
     for out, (_, boxes) in zip(outputs, frames):
-        a, b, c = match(decode(out, threshold), boxes)
+        a, b, c = match(decode(out, threshold, pad_share), boxes)
         tp, fp, fn = tp + a, fp + b, fn + c
     p = tp / max(tp + fp, 1)
     r = tp / max(tp + fn, 1)
@@ -444,17 +471,17 @@ def score(outputs, frames, threshold):
 
 
 @torch.no_grad()
-def predict(model, frames, size):
+def predict(model, frames, size, pad=0):
     """Outputs (5 x G x G, on the CPU) for frames prepared on the CPU and run where the model is."""
     model.eval()
     device = next(model.parameters()).device
-    return [model(to_input(img, size).to(device))[0].cpu() for img, _ in frames]
+    return [model(to_input(img, size, pad).to(device))[0].cpu() for img, _ in frames]
 
 
-def pick_threshold(outputs, frames, min_precision):
+def pick_threshold(outputs, frames, min_precision, pad_share=0.0):
     """Heat-map threshold for the held-back frames: the lowest (most recall) whose precision is at
     least `min_precision`; when none reaches it, the one with the best F1."""
-    scored = [(float(t), score(outputs, frames, float(t))) for t in np.arange(0.10, 0.80, 0.025)]
+    scored = [(float(t), score(outputs, frames, float(t), pad_share)) for t in np.arange(0.10, 0.80, 0.025)]
     good = [ts for ts in scored if ts[1]["precision"] >= min_precision]
     if good:
         return good[0]
@@ -477,7 +504,9 @@ def export(model, size, path):
                       opset_version=13, dynamo=False)
 
 
-def write_manifest(path, name, onnx_path, size, threshold, metrics):
+def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0):
+    """The detector's RON manifest; a mirrored margin (`pad`, see to_input) is written as `pad`, a field
+    marrowscope does not know, so it refuses the detector instead of feeding it unpadded frames."""
     met = ", ".join(f'"{k}": {round(float(v), 4)}' for k, v in metrics.items())
     path.write_text(
         "(\n"
@@ -487,6 +516,7 @@ def write_manifest(path, name, onnx_path, size, threshold, metrics):
         f"    input_size: {size},\n"
         f"    stride: {STRIDE},\n"
         f"    threshold: {threshold},\n"
+        + (f"    pad: {pad},\n" if pad else "") +
         f"    metrics: {{{met}}},\n"
         ")\n")
 
@@ -528,7 +558,7 @@ def main(argv=None):
         for k in range(0, len(order), args.batch):
             x, heat, idxs, regs, ignore, weight = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size,
                                                            rng, True, args.crop_share, args.keep_visible,
-                                                           args.ignore_cut, args.edge_weight)
+                                                           args.ignore_cut, args.edge_weight, args.pad)
             ignore = ignore.to(device) if ignore is not None else None
             weight = weight.to(device) if weight is not None else None
             loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore, weight)
@@ -541,18 +571,20 @@ def main(argv=None):
             total += loss.item() * len(x)
         line = f"epoch {epoch + 1}/{args.epochs} loss {total / len(train_px):.4f} ({time.time() - t0:.0f} s)"
         if (epoch + 1) % 10 == 0 or epoch + 1 == args.epochs:
-            s = score(predict(kept, held_px, args.size), held_px, 0.3)
+            s = score(predict(kept, held_px, args.size, args.pad), held_px, 0.3, args.pad / args.size)
             line += f" held-back P {s['precision']:.3f} R {s['recall']:.3f} at 0.3"
         print(line, flush=True)
     if not args.checkpoint:
         torch.save(on_cpu(kept).state_dict(), out / "detector.pt")
 
-    threshold, s = pick_threshold(predict(kept, held_px, args.size), held_px, args.min_precision)
+    threshold, s = pick_threshold(predict(kept, held_px, args.size, args.pad), held_px, args.min_precision,
+                                  args.pad / args.size)
     print(f"threshold {threshold:.3f}: held-back P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}")
     onnx_path = out / f"{args.basename}.onnx"
     export(on_cpu(kept), args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
-    write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics)
+    write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics,
+                   args.pad)
     (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
                                                    "edge_weight": args.edge_weight, "checkpoint": args.checkpoint,
                                                    "train_frames": len(train), "train_share": args.train_share,

@@ -143,6 +143,40 @@ peak = -(torch.log(torch.tensor(0.3)) * 0.7 ** 2) / 3  # one peak's share of the
 assert torch.isclose(weighted - plain, 2 * 2 * peak), (weighted, plain)
 print("edge weight ok", float(plain), float(weighted))
 EOF
+# --pad (swept 2026-12-06, not shipped): the frame is stretched into the middle of the input and mirrored
+# outwards; box targets move into the padded input and decoded boxes come back to the frame; the manifest
+# records the margin (marrowscope refuses it); a margin of a quarter of the input or more is refused
+check detector_pad "$PY" - "$HERE" "$TMP/detpad" <<'EOF'
+import sys, numpy as np, torch
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import detector as D
+size, pad = 160, 8
+grid = size // D.STRIDE
+boxes = np.array([[0.3, 0.4, 0.1, 0.12], [0.02, 0.5, 0.04, 0.1]], np.float32)
+heat, idx, reg = D.targets(D.into_padded(boxes, size, pad), grid)
+out = torch.zeros(5, grid, grid)
+for i, r in zip(idx, reg):
+    out[0, i // grid, i % grid] = 1
+    out[1:, i // grid, i % grid] = torch.tensor(r)
+found = D.decode(out, 0.5, pad / size)
+want = [(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2) for cx, cy, w, h in boxes]
+assert len(found) == 2 and all(np.allclose(f[:4], w, atol=1e-5) for f, w in zip(found, want)), found
+img = np.random.default_rng(0).uniform(0, 255, (48, 64, 3))
+x = D.to_input(img, size, pad)
+assert x.shape == (1, 3, size, size)
+assert torch.equal(x[..., pad:-pad, pad:-pad], D.to_input(img, size - 2 * pad))
+assert torch.equal(x[..., pad - 1, :], x[..., pad + 1, :]) and torch.equal(x[..., :, pad - 1], x[..., :, pad + 1])
+try:
+    D.parse_args(["--out", "x", "--size", "96", "--pad", "24"])
+    raise AssertionError("--pad 24 taken at --size 96")
+except SystemExit as e:
+    assert e.code == 2
+D.main(["--out", sys.argv[2], "--epochs", "1", "--limit", "8", "--size", "96", "--stem", "4", "--pad", "4",
+        "--threads", "1"])
+assert "    pad: 4,\n" in (Path(sys.argv[2]) / "wbc-detector.ron").read_text()
+print("pad ok")
+EOF
 # --train-share (the learning curve of 2026-12-05): a share of the frames not held back, the same frames
 # whatever is held back, all of them at 1; a share outside (0, 1] is refused
 check detector_train_share "$PY" - "$HERE" <<'EOF'

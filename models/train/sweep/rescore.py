@@ -28,7 +28,7 @@ def held_outputs(args):
     model = D.Detector(stem=args.stem, separable=args.separable)
     model.load_state_dict(torch.load(Path(args.out) / "detector.pt", map_location="cpu"))
     model.to(torch.device(args.device))
-    return D.predict(model, held_px, args.size), held_px
+    return D.predict(model, held_px, args.size, args.pad), held_px
 
 
 def main(argv=None):
@@ -37,10 +37,10 @@ def main(argv=None):
     out = Path(args.out)
     outputs, held_px = held_outputs(args)
     result = {"held_frames": len(held_px),
-              "fixed": {f"{t:.2f}": D.score(outputs, held_px, t) for t in THRESHOLDS}}
+              "fixed": {f"{t:.2f}": D.score(outputs, held_px, t, args.pad / args.size) for t in THRESHOLDS}}
     if (out / "detector.json").exists():
         run = json.loads((out / "detector.json").read_text())
-        again = D.score(outputs, held_px, run["threshold"])
+        again = D.score(outputs, held_px, run["threshold"], args.pad / args.size)
         result["picked"] = {"threshold": run["threshold"], "rescored": again,
                             "same_as_detector_json": all(again[k] == run["heldback"][k] for k in ("tp", "fp", "fn"))}
     (out / "rescore.json").write_text(json.dumps(result, indent=1))
