@@ -586,7 +586,7 @@ def main(argv=None):
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics,
                    args.pad)
     (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
-                                                   "edge_weight": args.edge_weight, "checkpoint": args.checkpoint,
+                                                   "edge_weight": args.edge_weight, "pad": args.pad, "checkpoint": args.checkpoint,
                                                    "train_frames": len(train), "train_share": args.train_share,
                                                    "seconds": time.time() - t0}, indent=1))
     if args.ship:
