@@ -5,7 +5,7 @@
 //! `read_rgb`, which every command reading pictures uses.
 
 use image::codecs::jpeg::JpegDecoder;
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, ImageDecoder, RgbImage};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -304,14 +304,33 @@ pub fn mjpeg_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, So
         )));
     }
     header.check_sampling().map_err(bad)?;
+    // The decoder may take its size from a later frame header than the one read above: a larger
+    // one is refused before any pixel is allocated, a smaller one after decoding.
     let decode = || -> image::ImageResult<RgbImage> {
-        let decoder = JpegDecoder::new(Cursor::new(data))?;
+        let mut decoder = JpegDecoder::new(Cursor::new(data))?;
+        decoder.set_limits(no_larger_than(width, height))?;
         Ok(DynamicImage::from_decoder(decoder)?.to_rgb8())
     };
-    match std::panic::catch_unwind(decode) {
-        Ok(decoded) => decoded.map_err(|e| bad(e.to_string())),
-        Err(_) => Err(bad(DECODER_PANICKED.into())),
+    let frame = match std::panic::catch_unwind(decode) {
+        Ok(decoded) => decoded.map_err(|e| bad(e.to_string()))?,
+        Err(_) => return Err(bad(DECODER_PANICKED.into())),
+    };
+    if frame.dimensions() != (width, height) {
+        return Err(bad(format!(
+            "decoded {}x{}, the camera was set to {width}x{height}",
+            frame.width(),
+            frame.height()
+        )));
     }
+    Ok(frame)
+}
+
+/// Decoder limits that refuse a picture wider or taller than `width` × `height`.
+fn no_larger_than(width: u32, height: u32) -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits
 }
 
 /// The size and component sampling factors from a JPEG's frame (SOFn) header.
@@ -667,6 +686,25 @@ mod tests {
         assert_eq!(header.sampling.len(), 3);
         assert!(header.check_sampling().is_ok(), "{header:?}");
         assert!(JpegFrameHeader::read(&bytes[..20]).is_err());
+    }
+
+    #[test]
+    fn a_second_frame_header_of_another_size_is_refused() {
+        // fuzz/regressions/frame_decode: the size check reads the first frame header, the decoder
+        // passed over it (a hierarchical SOF6 marker) and took the later one. A copy of the frame
+        // header as SOF6, with another size, goes in ahead of it.
+        for (first, expected) in [(8u8, "exceeds"), (32, "decoded 16x16")] {
+            let (bytes, sof) = colour_jpeg();
+            let length = usize::from(bytes[sof + 2]) << 8 | usize::from(bytes[sof + 3]);
+            let mut extra = bytes[sof..sof + 2 + length].to_vec();
+            (extra[1], extra[6], extra[8]) = (0xC6, first, first);
+            let mut two = bytes[..sof].to_vec();
+            two.extend(extra);
+            two.extend(&bytes[sof..]);
+            let side = u32::from(first);
+            let err = mjpeg_to_rgb(&two, side, side).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]
