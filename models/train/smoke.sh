@@ -255,5 +255,57 @@ except SystemExit as e:
 print("perturb_frames ok")
 EOF
 
+# frame_overlap.py (README, "Localization on real smears"): a BCCD frame copied into TXL-PBC's train split
+# flipped, turned, cropped, recoloured and stretched is found there; one copied only into val, and one
+# copied nowhere, are told apart; a val frame that copies a training frame's BCCD frame is left out of
+# txl-val-unshared; a frame of another source is no copy
+check frame_overlap "$PY" - "$HERE" "$HERE/../../../shared/data/frames" "$TMP/overlap" <<'EOF'
+import shutil, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+sys.path.insert(0, sys.argv[1])
+import frame_overlap as O
+data, root = Path(sys.argv[2]), Path(sys.argv[3])
+bccd, txl = root / "bccd", root / "txl"
+for sub in ("JPEGImages", "Annotations", "images/train", "images/val", "labels/val"):
+    (bccd / sub if sub[0].isupper() else txl / sub).mkdir(parents=True)
+a, b, c = sorted((data / "bccd" / "JPEGImages").glob("*.jpg"))[10:13]
+for p in (a, b, c):
+    shutil.copy(p, bccd / "JPEGImages" / p.name)
+    shutil.copy(data / "bccd" / "Annotations" / (p.stem + ".xml"), bccd / "Annotations")
+im = Image.open(a).convert("RGB")
+w, h = im.size
+copy = im.crop((w // 10, h // 10, w // 10 + w * 8 // 10, h // 10 + h * 8 // 10)).transpose(Image.FLIP_LEFT_RIGHT)
+copy = copy.transpose(Image.ROTATE_90).resize((416, 416))
+copy = Image.fromarray((np.asarray(copy, np.float32) * [0.8, 0.9, 1.1]).clip(0, 255).astype(np.uint8))
+copy.save(txl / "images/train/a-copy.jpg", quality=90)
+other = sorted((data / "txl-pbc" / "images" / "val").glob("*.jpg"))
+other = next(p for p in other if Image.open(p).size == (575, 575))
+shutil.copy(other, txl / "images/train/other.jpg")
+Image.open(b).save(txl / "images/val/b-copy.jpg", quality=95)
+im.transpose(Image.FLIP_TOP_BOTTOM).save(txl / "images/val/a-again.jpg", quality=95)
+for n in ("b-copy", "a-again"):
+    (txl / "labels/val" / f"{n}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+out = root / "out"
+O.main(["--bccd", str(bccd), "--txl", str(txl), "--out", str(out)])
+rows = {r.split("\t")[1]: r.split("\t") for r in (out / "overlap.tsv").read_text().splitlines()[1:]}
+assert rows["a-copy.jpg"][2] == a.name and rows["a-copy.jpg"][4] == "1", rows["a-copy.jpg"]
+assert rows["other.jpg"][4] == "0", rows["other.jpg"]
+assert rows["b-copy.jpg"][2] == b.name and rows["b-copy.jpg"][4] == "1", rows["b-copy.jpg"]
+names = lambda d: sorted(p.name for p in (out / d).iterdir())  # noqa: E731
+assert names("bccd-unseen/images") == [c.name], names("bccd-unseen/images")
+assert names("bccd-unseen/labels") == [c.stem + ".xml"], names("bccd-unseen/labels")
+assert names("bccd-val-only/images") == [b.name], names("bccd-val-only/images")
+assert names("txl-val-unshared/images") == ["b-copy.jpg"], names("txl-val-unshared/images")
+assert names("txl-val-unshared/labels") == ["b-copy.txt"], names("txl-val-unshared/labels")
+try:
+    O.main(["--bccd", str(root / "nothing"), "--txl", str(txl), "--out", str(out)])
+    raise AssertionError("a missing folder passed")
+except SystemExit as e:
+    assert "no such folder" in str(e.code), e.code
+print("frame_overlap ok")
+EOF
+
 echo "smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
