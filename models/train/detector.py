@@ -53,6 +53,13 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--holdout", type=float, default=0.12, help="share of training frames kept for the threshold")
+    ap.add_argument("--fields", action="store_true",
+                    help="hold back whole fields: TXL-PBC frames that copy one BCCD frame (as it is, or flipped, "
+                         "turned, cropped; frame_overlap.py) are held back or trained on together, so no "
+                         "held-back frame shows a field seen in training; off: by each frame's own name, as the "
+                         "shipped detectors were")
+    ap.add_argument("--bccd", default=str(DEFAULT_SHARED / "frames" / "bccd"),
+                    help="BCCD folder (JPEGImages/) that --fields looks the copies up in")
     ap.add_argument("--limit", type=int, help="use only this many frames (smoke test)")
     ap.add_argument("--train-share", type=share_of_frames, default=1.0,
                     help="train on this share of the frames not held back, chosen by file-name hash "
@@ -160,11 +167,36 @@ def train_subset(train, share):
     return [f for f in train if name_hash("train-share:" + f[0].name) < share] or train[:1]
 
 
-def split_frames(frames, holdout, limit=None):
-    """(training frames, held-back frames): held back by file-name hash (a quarter with --limit)."""
+def split_frames(frames, holdout, limit=None, field=None):
+    """(training frames, held-back frames): held back by the hash of the frame's field, `field[name]`
+    (a whole field at once; by default each frame is its own field, named by its file), a quarter of
+    them with --limit."""
+    field = field or {}
     share = holdout if not limit else 0.25
-    held = [f for f in frames if held_out(f[0].name, share)] or frames[:2]
+    held = [f for f in frames if held_out(field.get(f[0].name, f[0].name), share)] or frames[:2]
     return [f for f in frames if f not in held] or frames, held
+
+
+def fields_of(paths, bccd):
+    """{file name: field} for --fields: "bccd:NAME" for a frame that copies BCCD frame NAME (BCCD's own near
+    copies of one field named by the first of them), the frame's own name for every other frame."""
+    import frame_overlap
+    library = frame_overlap.Library(frame_overlap.images_in(Path(bccd) / "JPEGImages"))
+    near = frame_overlap.near_copies(library, frame_overlap.SAME)
+    fields = {}
+    for path in paths:
+        j, score = library.best_copy(path)
+        if score >= frame_overlap.SAME:
+            fields[path.name] = "bccd:" + library.paths[min(near.get(j, set()) | {j})].name
+    return fields
+
+
+def hold_back(frames, args):
+    """(training frames, held-back frames, fields) as the run's --holdout, --limit, --fields and --train-share
+    ask (rescore.py picks the same held-back frames with it)."""
+    fields = fields_of([p for p, _ in frames], args.bccd) if args.fields else {}
+    train, held = split_frames(frames, args.holdout, args.limit, fields)
+    return train_subset(train, args.train_share), held, fields
 
 
 def load_frames(root, split, limit=None):
@@ -531,9 +563,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = load_frames(Path(args.frames), "train", args.limit)
-    train, held = split_frames(frames, args.holdout, args.limit)
-    train = train_subset(train, args.train_share)
-    print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold", flush=True)
+    train, held, fields = hold_back(frames, args)
+    how = f" (whole fields; {len(fields)} frames copy a BCCD frame)" if args.fields else ""
+    print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold{how}", flush=True)
     # Kept at most 1.6x the input size (a zoomed-in crop then still shrinks to the input).
     train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
     held_px = [(read_rgb(p), b) for p, b in held]
@@ -585,10 +617,11 @@ def main(argv=None):
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics,
                    args.pad)
-    (out / "detector.json").write_text(json.dumps({"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
-                                                   "edge_weight": args.edge_weight, "pad": args.pad, "checkpoint": args.checkpoint,
-                                                   "train_frames": len(train), "train_share": args.train_share,
-                                                   "seconds": time.time() - t0}, indent=1))
+    record = {"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
+              "edge_weight": args.edge_weight, "pad": args.pad, "fields": args.fields,
+              "checkpoint": args.checkpoint, "train_frames": len(train), "held_frames": len(held),
+              "train_share": args.train_share, "seconds": time.time() - t0}
+    (out / "detector.json").write_text(json.dumps(record, indent=1))
     if args.ship:
         ship = Path(args.ship)
         for name in (f"{args.basename}.onnx", f"{args.basename}.ron"):

@@ -178,7 +178,8 @@ assert "    pad: 4,\n" in (Path(sys.argv[2]) / "wbc-detector.ron").read_text()
 print("pad ok")
 EOF
 # --train-share (the learning curve of 2026-12-05): a share of the frames not held back, the same frames
-# whatever is held back, all of them at 1; a share outside (0, 1] is refused
+# whatever is held back, all of them at 1; a share outside (0, 1] is refused; with --fields's field names the
+# frames of one field fall on one side of the hold-back
 check detector_train_share "$PY" - "$HERE" <<'EOF'
 import sys
 from pathlib import Path
@@ -188,6 +189,17 @@ frames = [(Path(f"frame{i:04d}.jpg"), None) for i in range(2000)]
 train, held = D.split_frames(frames, 0.25)
 kept = D.train_subset(train, 0.5)
 assert set(kept) <= set(train) and 0.45 < len(kept) / len(train) < 0.55, len(kept)
+# --fields: frames of one field are held back or trained on together; without fields, by name as before
+fields = {f"frame{i:04d}.jpg": f"field{i // 3}" for i in range(2000)}
+train_f, held_f = D.split_frames(frames, 0.25, field=fields)
+side = {}
+for p, _ in held_f:
+    side.setdefault(fields[p.name], set()).add("held")
+for p, _ in train_f:
+    side.setdefault(fields[p.name], set()).add("train")
+assert all(len(v) == 1 for v in side.values()), "a field on both sides"
+assert 0.15 < len(held_f) / len(frames) < 0.35, len(held_f)
+assert D.split_frames(frames, 0.25, field={}) == (train, held)
 # salted apart from the hold-back: holding back fewer frames keeps the same ones, and some more
 kept_more = D.train_subset(D.split_frames(frames, 0.10)[0], 0.5)
 assert [f for f in kept_more if f in train] == kept and len(kept_more) > len(kept)
@@ -299,6 +311,11 @@ assert names("bccd-unseen/labels") == [c.stem + ".xml"], names("bccd-unseen/labe
 assert names("bccd-val-only/images") == [b.name], names("bccd-val-only/images")
 assert names("txl-val-unshared/images") == ["b-copy.jpg"], names("txl-val-unshared/images")
 assert names("txl-val-unshared/labels") == ["b-copy.txt"], names("txl-val-unshared/labels")
+# detector.py --fields names each frame's field by the BCCD frame it copies
+import detector as D
+paths = sorted((txl / "images" / "train").iterdir()) + sorted((txl / "images" / "val").iterdir())
+fields = D.fields_of(paths, bccd)
+assert fields == {"a-copy.jpg": "bccd:" + a.name, "a-again.jpg": "bccd:" + a.name, "b-copy.jpg": "bccd:" + b.name}, fields
 try:
     O.main(["--bccd", str(root / "nothing"), "--txl", str(txl), "--out", str(out)])
     raise AssertionError("a missing folder passed")

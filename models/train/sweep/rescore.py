@@ -3,7 +3,7 @@
 
   python models/train/sweep/rescore.py <the same arguments as the detector.py run>   # reads OUT/detector.pt
 
-Picks the held-back frames and predicts them as detector.py does (load_frames, split_frames,
+Picks the held-back frames and predicts them as detector.py does (load_frames, hold_back,
 full-resolution read_rgb, predict on --device), scores them with detector.score at 0.10 ... 0.30 and
 at the threshold in OUT/detector.json (checked against the tp/fp/fn stored there), and writes
 OUT/rescore.json.
@@ -23,7 +23,7 @@ THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
 def held_outputs(args):
     """(outputs, held-back frames) of the run's checkpoint, as detector.py computes them."""
     frames = D.load_frames(Path(args.frames), "train", args.limit)
-    _, held = D.split_frames(frames, args.holdout, args.limit)
+    _, held, _ = D.hold_back(frames, args)
     held_px = [(D.read_rgb(p), b) for p, b in held]
     model = D.Detector(stem=args.stem, separable=args.separable)
     model.load_state_dict(torch.load(Path(args.out) / "detector.pt", map_location="cpu"))
