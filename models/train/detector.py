@@ -36,6 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_SHARED  # noqa: E402
+import frame_overlap  # noqa: E402
 from manifest import sha256  # noqa: E402
 
 STRIDE = 8
@@ -178,9 +179,10 @@ def split_frames(frames, holdout, limit=None, field=None):
 
 
 def fields_of(paths, bccd):
-    """{file name: field} for --fields: "bccd:NAME" for a frame that copies BCCD frame NAME (BCCD's own near
-    copies of one field named by the first of them), the frame's own name for every other frame."""
-    import frame_overlap
+    """{file name: field} for --fields: "bccd:NAME" for each frame that copies BCCD frame NAME (BCCD's own near
+    copies of one field named by the first of them); frames that copy none are left out and split_frames
+    takes their own names."""
+    print(f"detector: looking up which of {len(paths)} frames copy a BCCD frame (--fields)", flush=True)
     library = frame_overlap.Library(frame_overlap.images_in(Path(bccd) / "JPEGImages"))
     near = frame_overlap.near_copies(library, frame_overlap.SAME)
     fields = {}
