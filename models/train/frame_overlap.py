@@ -77,7 +77,10 @@ def crop_grid(side=64):
 def images_in(folder):
     if not Path(folder).is_dir():
         raise SystemExit(f"{folder}: no such folder")
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise SystemExit(f"{folder}: no frames (.jpg, .jpeg, .png)")
+    return images
 
 
 class Library:
@@ -127,14 +130,26 @@ def with_near_copies(indices, groups):
     return out
 
 
+def clear_links(folder):
+    """Removes the links an earlier run left in folder/images and folder/labels, so that no frame of
+    another run's lists is scored; refuses a folder that holds anything else."""
+    for sub in ("images", "labels"):
+        entries = list((folder / sub).iterdir()) if (folder / sub).is_dir() else []
+        if any(not e.is_symlink() for e in entries):
+            raise SystemExit(f"{folder / sub}: holds files that are not links from this script; choose another --out")
+        for e in entries:
+            e.unlink()
+
+
 def link_frames(folder, frames, label_of):
-    """folder/images and folder/labels: links to the frames and their label files."""
+    """folder/images and folder/labels: links to the frames and their label files (and nothing else)."""
+    clear_links(folder)
     for sub in ("images", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for frame in frames:
         for target, link_dir in ((frame, "images"), (label_of(frame), "labels")):
             link = folder / link_dir / target.name
-            if target.exists() and not link.exists():
+            if target.exists():
                 os.symlink(target.resolve(), link)
 
 

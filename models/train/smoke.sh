@@ -315,12 +315,20 @@ assert names("txl-val-unshared/labels") == ["b-copy.txt"], names("txl-val-unshar
 import detector as D
 paths = sorted((txl / "images" / "train").iterdir()) + sorted((txl / "images" / "val").iterdir())
 fields = D.fields_of(paths, bccd)
-assert fields == {"a-copy.jpg": "bccd:" + a.name, "a-again.jpg": "bccd:" + a.name, "b-copy.jpg": "bccd:" + b.name}, fields
-try:
-    O.main(["--bccd", str(root / "nothing"), "--txl", str(txl), "--out", str(out)])
-    raise AssertionError("a missing folder passed")
-except SystemExit as e:
-    assert "no such folder" in str(e.code), e.code
+want = {"a-copy.jpg": "bccd:" + a.name, "a-again.jpg": "bccd:" + a.name, "b-copy.jpg": "bccd:" + b.name}
+assert fields == want, fields
+# a second run into the same folder leaves none of the first run's links behind
+Image.open(c).convert("RGB").resize((416, 416)).save(txl / "images/train/c-copy.jpg", quality=90)
+O.main(["--bccd", str(bccd), "--txl", str(txl), "--out", str(out)])
+assert names("bccd-unseen/images") == [] and names("bccd-unseen/labels") == [], names("bccd-unseen/images")
+(out / "bccd-unseen/images/mine.txt").write_text("not a link")
+(root / "empty" / "JPEGImages").mkdir(parents=True)
+for bad, why in ((root / "nothing", "no such folder"), (root / "empty", "no frames"), (bccd, "not links")):
+    try:
+        O.main(["--bccd", str(bad), "--txl", str(txl), "--out", str(out)])
+        raise AssertionError(f"{bad} passed")
+    except SystemExit as e:
+        assert why in str(e.code), e.code
 print("frame_overlap ok")
 EOF
 
