@@ -39,7 +39,7 @@ from common import DEFAULT_SHARED  # noqa: E402
 import frame_overlap  # noqa: E402
 from manifest import sha256  # noqa: E402
 
-STRIDE = 8
+STRIDE = 8  # the heat map's grid step in input pixels, unless --head-stride says otherwise
 EDGE_REACH = 0.01  # a box within this share of the picture's side of its edge counts as cut by the edge
 WBC = 0
 
@@ -92,6 +92,10 @@ def parse_args(argv=None):
     ap.add_argument("--stem", type=int, choices=(2, 4), default=2,
                     help="2: 3x3 convolutions down to stride 4 (shipped); 4: one 4x4 stride-4 patch "
                          "convolution (about half the multiply-adds, for small boards)")
+    ap.add_argument("--head-stride", type=int, choices=(4, 8), default=STRIDE,
+                    help="grid step of the heat map and box heads in input pixels: 8 (shipped: a 20x20 grid at "
+                         "160 px), or 4 (a 40x40 grid: the stride-4 features are merged in too, for finer "
+                         "centres of small and cut cells); the manifest records it")
     ap.add_argument("--separable", action="store_true",
                     help="the second 3x3 convolution at stride 8 and the 3x3 mixing the merged features are "
                          "depthwise-separable (a 3x3 per channel, then a 1x1 across channels): about a fifth "
@@ -325,11 +329,12 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
-def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0, pad=0):
-    """Inputs, heat maps, centre indices and box targets of a batch; with ignore_cut the grid cells
-    left out of the background loss (see augment and ignored_cells; else None); with an edge_weight
-    other than 1 the weights of the peaks' loss (see peak_weights; else None)."""
-    grid = size // STRIDE
+def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0, pad=0,
+             stride=STRIDE):
+    """Inputs, heat maps, centre indices and box targets of a batch, on a grid of step `stride`; with
+    ignore_cut the grid cells left out of the background loss (see augment and ignored_cells; else None);
+    with an edge_weight other than 1 the weights of the peaks' loss (see peak_weights; else None)."""
+    grid = size // stride
     xs, heats, idxs, regs, ignores, weights = [], [], [], [], [], []
     for img, boxes in items:
         cut = np.zeros((0, 4), np.float32)
@@ -370,9 +375,11 @@ class Detector(nn.Module):
     the multiply-adds run at strides 2 and 4); stem 4: one 4x4 stride-4 convolution on the pixels
     (each output sees its own 4x4 patch), about half the multiply-adds of the whole network. separable: the
     stride-8 block's second convolution and `mix`, the two full 3x3 convolutions at the finest grid, are
-    depthwise-separable."""
+    depthwise-separable. head_stride 4: the merge goes on to stride 4 (the stride-4 features through a
+    1x1, the stride-8 sum narrowed to `head // 2` channels and doubled), one more 3x3 there, and the heads
+    read that 4x grid instead."""
 
-    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2, separable=False):
+    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2, separable=False, head_stride=STRIDE):
         super().__init__()
         w1, w2, w3, w4, w5 = widths
         if stem == 4:
@@ -389,18 +396,28 @@ class Detector(nn.Module):
         self.lat16 = nn.Conv2d(w4, head, 1)
         self.lat8 = nn.Conv2d(w3, head, 1)
         self.mix = at_stride_8(head)
-        self.heat = nn.Conv2d(head, 1, 1)
-        self.box = nn.Conv2d(head, 4, 1)
+        self.head_stride = head_stride
+        out = head
+        if head_stride == 4:
+            out = head // 2
+            self.lat4 = nn.Conv2d(w2, out, 1)
+            self.narrow8 = nn.Conv2d(head, out, 1)
+            self.mix4 = conv(out, out)
+        self.heat = nn.Conv2d(out, 1, 1)
+        self.box = nn.Conv2d(out, 4, 1)
         nn.init.constant_(self.heat.bias, -2.2)
 
     def forward(self, x):
-        f8 = self.s8(self.s4(self.s2(x)))
+        f4 = self.s4(self.s2(x))
+        f8 = self.s8(f4)
         f16 = self.s16(f8)
         f32 = self.s32(f16)
         p16 = self.lat16(f16) + F.interpolate(self.lat32(f32), scale_factor=2.0, mode="nearest")
         p8 = self.lat8(f8) + F.interpolate(p16, scale_factor=2.0, mode="nearest")
-        p8 = self.mix(p8)
-        return torch.cat([torch.sigmoid(self.heat(p8)), self.box(p8)], 1)
+        p = self.mix(p8)
+        if self.head_stride == 4:
+            p = self.mix4(self.lat4(f4) + F.interpolate(self.narrow8(p), scale_factor=2.0, mode="nearest"))
+        return torch.cat([torch.sigmoid(self.heat(p)), self.box(p)], 1)
 
 
 def focal_loss(pred, gt, ignore=None, peak_weight=None):
@@ -538,7 +555,7 @@ def export(model, size, path):
                       opset_version=13, dynamo=False)
 
 
-def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0):
+def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0, stride=STRIDE):
     """The detector's RON manifest; a mirrored margin (`pad`, see to_input) is written as `pad`, a field
     marrowscope does not know, so it refuses the detector instead of feeding it unpadded frames."""
     met = ", ".join(f'"{k}": {round(float(v), 4)}' for k, v in metrics.items())
@@ -548,7 +565,7 @@ def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0):
         f'    file: "{onnx_path.name}",\n'
         f'    sha256: "{sha256(onnx_path)}",\n'
         f"    input_size: {size},\n"
-        f"    stride: {STRIDE},\n"
+        f"    stride: {stride},\n"
         f"    threshold: {threshold},\n"
         + (f"    pad: {pad},\n" if pad else "") +
         f"    metrics: {{{met}}},\n"
@@ -573,7 +590,7 @@ def main(argv=None):
     held_px = [(read_rgb(p), b) for p, b in held]
 
     device = torch.device(args.device)
-    model = Detector(stem=args.stem, separable=args.separable)
+    model = Detector(stem=args.stem, separable=args.separable, head_stride=args.head_stride)
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
         args.epochs = 0
@@ -592,7 +609,8 @@ def main(argv=None):
         for k in range(0, len(order), args.batch):
             x, heat, idxs, regs, ignore, weight = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size,
                                                            rng, True, args.crop_share, args.keep_visible,
-                                                           args.ignore_cut, args.edge_weight, args.pad)
+                                                           args.ignore_cut, args.edge_weight, args.pad,
+                                                           args.head_stride)
             ignore = ignore.to(device) if ignore is not None else None
             weight = weight.to(device) if weight is not None else None
             loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore, weight)
@@ -618,9 +636,9 @@ def main(argv=None):
     export(on_cpu(kept), args.size, onnx_path)
     metrics = {"heldback_precision": s["precision"], "heldback_recall": s["recall"], "heldback_f1": s["f1"]}
     write_manifest(out / f"{args.basename}.ron", args.name, onnx_path, args.size, round(threshold, 3), metrics,
-                   args.pad)
+                   args.pad, args.head_stride)
     record = {"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
-              "edge_weight": args.edge_weight, "pad": args.pad, "fields": args.fields,
+              "edge_weight": args.edge_weight, "pad": args.pad, "head_stride": args.head_stride, "fields": args.fields,
               "checkpoint": args.checkpoint, "train_frames": len(train), "held_frames": len(held),
               "train_share": args.train_share, "seconds": time.time() - t0}
     (out / "detector.json").write_text(json.dumps(record, indent=1))

@@ -223,7 +223,12 @@ groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in conv
 assert sorted(g for g in groups if g > 1) == [32, 32], groups
 print("separable ok:", len(convs), "convolutions, groups", groups)
 EOF
-check detector_tract "$PY" - "$TMP/det" "$TMP/det4" <<'EOF'
+# --head-stride 4 (swept 2026-12-06): the heads read a grid of step 4, and the manifest says so (detector_tract
+# checks the exported output's grid against the manifest's stride)
+check detector_stride4 "$PY" "$HERE/detector.py" --out "$TMP/det5" --epochs 1 --limit 8 --size 96 --stem 4 \
+  --head-stride 4
+check detector_stride4_grid grep -q "stride: 4," "$TMP/det5/wbc-detector.ron"
+check detector_tract "$PY" - "$TMP/det" "$TMP/det4" "$TMP/det5" <<'EOF'
 import sys, re, numpy as np, tract
 from pathlib import Path
 for det in map(Path, sys.argv[1:]):
