@@ -220,27 +220,42 @@ impl LabelFormat {
 /// The five fields of a YOLO label line, in order.
 const YOLO_FIELDS: [&str; 5] = ["class", "cx", "cy", "w", "h"];
 
+/// An annotation's boxes: the white cells, and the boxes it gives any other class (red cells,
+/// platelets), which say where it contradicts itself (see [`ConsistentCounts`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ExpertBoxes {
+    pub wbc: Vec<BoxPx>,
+    pub other: Vec<BoxPx>,
+}
+
 /// White-cell boxes from a YOLO label file (class 0 = WBC; cx cy w h as fractions of the frame).
-/// Every line is checked, whatever its class: five numbers, a whole class number, a centre inside
-/// the frame and a size above 0 and at most the frame's (pixel coordinates given by mistake are
-/// refused, not read as boxes many frames wide).
 pub fn read_yolo_wbc(path: &Path, width: u32, height: u32) -> Result<Vec<BoxPx>, EvalError> {
+    Ok(read_yolo(path, width, height)?.wbc)
+}
+
+/// Every box of a YOLO label file: class 0 as white cells, the others as other classes. Every line
+/// is checked, whatever its class: five numbers, a whole class number, a centre inside the frame
+/// and a size above 0 and at most the frame's (pixel coordinates given by mistake are refused, not
+/// read as boxes many frames wide).
+pub fn read_yolo(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, EvalError> {
     let text = read_label_file(path)?;
-    let mut boxes = Vec::new();
+    let mut boxes = ExpertBoxes::default();
     for (i, line) in text.lines().enumerate() {
         let Some([class, cx, cy, w, h]) = yolo_line(path, i + 1, line)? else {
             continue;
         };
-        if class != 0.0 {
-            continue;
-        }
         let (fw, fh) = (width as f32, height as f32);
-        boxes.push(BoxPx {
+        let b = BoxPx {
             x0: (cx - w / 2.0) * fw,
             y0: (cy - h / 2.0) * fh,
             x1: (cx + w / 2.0) * fw,
             y1: (cy + h / 2.0) * fh,
-        });
+        };
+        if class == 0.0 {
+            boxes.wbc.push(b);
+        } else {
+            boxes.other.push(b);
+        }
     }
     Ok(boxes)
 }
@@ -315,10 +330,17 @@ fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// White-cell boxes from a Pascal VOC annotation (objects named WBC). A file without an
-/// `<annotation>` element, or a WBC object without four numeric corners or with a box of no area,
-/// is an error at the object's line and column.
+/// White-cell boxes from a Pascal VOC annotation (objects named WBC).
 pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
+    Ok(read_voc(path)?.wbc)
+}
+
+/// Every box of a Pascal VOC annotation: objects named WBC as white cells, the others (RBC,
+/// Platelets) as other classes. A file without an `<annotation>` element, or a WBC object without
+/// four numeric corners or with a box of no area, is an error at the object's line and column; an
+/// object of another class whose box cannot be read is left out (it only marks where the
+/// annotation contradicts itself), with a debug log line.
+pub fn read_voc(path: &Path) -> Result<ExpertBoxes, EvalError> {
     let text = read_label_file(path)?;
     if !text.contains("<annotation") {
         return Err(EvalError::Data {
@@ -326,21 +348,25 @@ pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
             message: "not a Pascal VOC annotation (no <annotation> element)".into(),
         });
     }
-    let mut boxes = Vec::new();
+    let mut boxes = ExpertBoxes::default();
     let mut from = 0;
     while let Some(found) = text[from..].find("<object>") {
         let at = from + found;
         from = at + "<object>".len();
         let object = text[from..].split("</object>").next().unwrap_or("");
-        if tag(object, "name").map(str::trim) != Some("WBC") {
-            continue;
+        if tag(object, "name").map(str::trim) == Some("WBC") {
+            boxes.wbc.push(voc_box(path, &text, at, object)?);
+        } else {
+            match voc_box(path, &text, at, object) {
+                Ok(b) => boxes.other.push(b),
+                Err(e) => log::debug!("left out of the label check (not a WBC object): {e}"),
+            }
         }
-        boxes.push(voc_box(path, &text, at, object)?);
     }
     Ok(boxes)
 }
 
-/// The box of one WBC object (`object` is its text, which starts at byte `at` of `text`).
+/// The box of one object (`object` is its text, which starts at byte `at` of `text`).
 fn voc_box(path: &Path, text: &str, at: usize, object: &str) -> Result<BoxPx, EvalError> {
     let before = &text[..at];
     let bad = |message: String| EvalError::Label {
@@ -389,6 +415,8 @@ pub struct DetectionCounts {
     pub in_view: InViewCounts,
     /// The same matching, for the cells touching a neighbour.
     pub touching: TouchingCounts,
+    /// The same matching, over the white cells the annotation does not contradict itself on.
+    pub consistent: ConsistentCounts,
 }
 
 /// Boxes clear of the frame edge (see [`BoxPx::clear_of_edge`]): the cells the counter classifies.
@@ -416,6 +444,28 @@ pub struct TouchingCounts {
     /// neighbours boxed as one. (A paired box may hold a neighbour's centre where two cells
     /// overlap; it found its own cell.)
     pub merged: u64,
+}
+
+/// The white cells an annotation agrees with itself on. An expert white-cell box that coincides
+/// (IoU >= 0.5, as for matching) with a box the same annotation gives another class, a red cell or
+/// a platelet, is set aside, as PASCAL VOC sets aside its "difficult" objects: it counts neither as a
+/// cell missed nor, when a found box pairs with it, as a cell found or a false box. Expert white-cell
+/// boxes that coincide with each other are one cell boxed twice: found when either is. Pairs come
+/// from the matching of all boxes; a second found box on one cell counts as a false one. The raw
+/// scores stay as they are; these say how much of what they count against the localizer is the
+/// annotation's disagreement with itself.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct ConsistentCounts {
+    /// White cells the annotation agrees on, and how many of them a found box was paired with.
+    pub expert: u64,
+    pub expert_found: u64,
+    /// Found boxes not set aside with an expert box, and how many of them found an agreed cell.
+    pub found: u64,
+    pub found_paired: u64,
+    /// Expert white-cell boxes set aside because they coincide with a box of another class.
+    pub also_another_class: u64,
+    /// Expert white-cell boxes that coincide with an earlier one of their frame: second boxes.
+    pub second_boxes: u64,
 }
 
 /// The recall of [`TouchingCounts`], with its 95 % Wilson interval and the counts.
@@ -447,6 +497,8 @@ pub struct DetectionReport {
     pub in_view: InViewReport,
     /// Recall over the cells touching a neighbour, and the found boxes around two cells or more.
     pub touching: TouchingReport,
+    /// Precision, recall and F1 over the white cells the annotation agrees with itself on.
+    pub consistent: ConsistentReport,
     /// The frames with a found box no expert box matched or an expert box nothing matched, in
     /// the order scored, with those boxes: where to look first when checking the localizer.
     pub frames_with_errors: Vec<FrameErrors>,
@@ -461,6 +513,19 @@ pub struct FrameErrors {
     pub false_positives: Vec<[f32; 4]>,
     /// Expert boxes nothing found was matched to.
     pub missed: Vec<[f32; 4]>,
+}
+
+/// The scores of [`ConsistentCounts`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistentReport {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// As [`DetectionReport::precision_ci95`] and [`DetectionReport::recall_ci95`].
+    pub precision_ci95: Option<Interval>,
+    pub recall_ci95: Option<Interval>,
+    #[serde(flatten)]
+    pub counts: ConsistentCounts,
 }
 
 /// The scores of [`InViewCounts`].
@@ -504,12 +569,15 @@ impl FrameMatch {
 }
 
 impl DetectionCounts {
-    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou`; adds the frame (of
-    /// `frame` width × height pixels) to the counts and says which boxes stayed unpaired.
+    /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou` of the found boxes with
+    /// the expert white-cell boxes (`truth`); adds the frame (of `frame` width × height pixels) to
+    /// the counts and says which boxes stayed unpaired. `other`: the annotation's boxes of other
+    /// classes, for [`ConsistentCounts`].
     pub fn add_frame(
         &mut self,
         predicted: &[BoxPx],
         truth: &[BoxPx],
+        other: &[BoxPx],
         frame: (u32, u32),
         min_iou: f32,
     ) -> FrameMatch {
@@ -525,11 +593,13 @@ impl DetectionCounts {
         pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut used_p = vec![false; predicted.len()];
         let mut used_t = vec![false; truth.len()];
+        let mut partner = vec![None; predicted.len()];
         let mut tp = 0;
         for (_, i, j) in pairs {
             if !used_p[i] && !used_t[j] {
                 used_p[i] = true;
                 used_t[j] = true;
+                partner[i] = Some(j);
                 tp += 1;
             }
         }
@@ -552,6 +622,7 @@ impl DetectionCounts {
         self.in_view.found += found;
         self.in_view.found_paired += found_paired;
         self.add_touching(predicted, truth, &used_p, &used_t);
+        self.add_consistent(predicted, truth, other, &partner, min_iou);
         let unpaired = |used: Vec<bool>| (0..used.len()).filter(|&i| !used[i]).collect();
         FrameMatch {
             false_positives: unpaired(used_p),
@@ -582,6 +653,64 @@ impl DetectionCounts {
             !paired && truth.iter().filter(|t| p.holds(t.centre())).count() >= 2
         });
         self.touching.merged += merged.count() as u64;
+    }
+
+    /// Adds a frame's white cells the annotation agrees on, and the found boxes not set aside
+    /// (`partner[i]`: the expert box found box i was paired with).
+    fn add_consistent(
+        &mut self,
+        predicted: &[BoxPx],
+        truth: &[BoxPx],
+        other: &[BoxPx],
+        partner: &[Option<usize>],
+        min_iou: f32,
+    ) {
+        let set_aside: Vec<bool> = truth
+            .iter()
+            .map(|t| other.iter().any(|o| t.iou(o) >= min_iou))
+            .collect();
+        let cell = cells_of(truth, &set_aside, min_iou);
+        let c = &mut self.consistent;
+        c.also_another_class += set_aside.iter().filter(|&&a| a).count() as u64;
+        c.second_boxes += (0..truth.len())
+            .filter(|&j| !set_aside[j] && cell[j] != j)
+            .count() as u64;
+        c.expert += (0..truth.len())
+            .filter(|&j| !set_aside[j] && cell[j] == j)
+            .count() as u64;
+        let mut credited = vec![false; truth.len()];
+        for (p, pair) in predicted.iter().zip(partner) {
+            match *pair {
+                Some(j) if set_aside[j] => {}
+                Some(j) => {
+                    c.found += 1;
+                    if !credited[cell[j]] {
+                        credited[cell[j]] = true;
+                        c.found_paired += 1;
+                    }
+                }
+                None if (0..truth.len()).any(|j| set_aside[j] && p.iou(&truth[j]) >= min_iou) => {}
+                None => c.found += 1,
+            }
+        }
+        c.expert_found += credited.iter().filter(|&&f| f).count() as u64;
+    }
+
+    /// The scores of [`ConsistentCounts`].
+    fn consistent_report(&self) -> ConsistentReport {
+        let c = self.consistent;
+        let (precision, recall) = (
+            ratio(c.found_paired, c.found),
+            ratio(c.expert_found, c.expert),
+        );
+        ConsistentReport {
+            precision,
+            recall,
+            f1: f1(precision, recall),
+            precision_ci95: wilson_95(c.found_paired, c.found),
+            recall_ci95: wilson_95(c.expert_found, c.expert),
+            counts: c,
+        }
     }
 
     /// The scores, with the frames out of focus and the unpaired boxes of each frame that had any.
@@ -625,9 +754,26 @@ impl DetectionCounts {
                 recall_ci95: wilson_95(self.touching.expert_found, self.touching.expert),
                 counts: self.touching,
             },
+            consistent: self.consistent_report(),
             frames_with_errors,
         }
     }
+}
+
+/// Each expert box's cell: the index of the first box not set aside that it coincides with (IoU
+/// at least `min_iou`, directly or through boxes between), its own index when none does; boxes
+/// set aside keep their own.
+fn cells_of(truth: &[BoxPx], set_aside: &[bool], min_iou: f32) -> Vec<usize> {
+    let mut cell: Vec<usize> = (0..truth.len()).collect();
+    for j in 0..truth.len() {
+        if set_aside[j] {
+            continue;
+        }
+        if let Some(k) = (0..j).find(|&k| !set_aside[k] && truth[k].iou(&truth[j]) >= min_iou) {
+            cell[j] = cell[k];
+        }
+    }
+    cell
 }
 
 /// Harmonic mean of precision and recall (0 when both are 0).
@@ -691,7 +837,7 @@ mod tests {
             },
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&p, &t, (100, 100), 0.5);
+        let unpaired = d.add_frame(&p, &t, &[], (100, 100), 0.5);
         assert_eq!(
             unpaired,
             FrameMatch {
@@ -699,7 +845,7 @@ mod tests {
                 missed: vec![],
             }
         );
-        let nothing_found = DetectionCounts::default().add_frame(&[], &t, (100, 100), 0.5);
+        let nothing_found = DetectionCounts::default().add_frame(&[], &t, &[], (100, 100), 0.5);
         assert_eq!(nothing_found.missed, vec![0]);
         let r = d.report(0, Vec::new());
         assert_eq!(
@@ -728,6 +874,7 @@ mod tests {
                 expert_found: 5,
                 merged: 1,
             },
+            consistent: ConsistentCounts::default(),
         };
         let r = d.report(0, Vec::new());
         // wilson_95(10, 100) is 0.0552-0.1744 (tally's test, from the formula by hand).
@@ -763,12 +910,12 @@ mod tests {
             x1: 51.0,
             y1: 33.0,
         };
-        let merged = d.add_frame(&[around_both, truth[2]], &truth, (100, 100), 0.5);
+        let merged = d.add_frame(&[around_both, truth[2]], &truth, &[], (100, 100), 0.5);
         assert_eq!(merged.missed, vec![0, 1]);
         let t = d.touching;
         assert_eq!((t.expert, t.expert_found, t.merged), (2, 0, 1));
         // Frame 2: each of the pair found on its own; the lone cell missed does not count here.
-        d.add_frame(&truth[..2], &truth, (100, 100), 0.5);
+        d.add_frame(&truth[..2], &truth, &[], (100, 100), 0.5);
         let r = d.report(0, Vec::new());
         let t = r.touching.counts;
         assert_eq!((t.expert, t.expert_found, t.merged), (4, 2, 1));
@@ -777,7 +924,7 @@ mod tests {
         // also holds its neighbour's centre.
         let overlapping = [square(10.0, 10.0, 30.0), square(28.0, 28.0, 20.0)];
         let mut own = DetectionCounts::default();
-        own.add_frame(&overlapping, &overlapping, (100, 100), 0.5);
+        own.add_frame(&overlapping, &overlapping, &[], (100, 100), 0.5);
         assert!(overlapping[0].holds(overlapping[1].centre()));
         assert_eq!((own.touching.expert_found, own.touching.merged), (2, 0));
     }
@@ -806,7 +953,7 @@ mod tests {
             square(70.0, 20.0, 10.0),
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&found, &truth, (100, 100), 0.5);
+        let unpaired = d.add_frame(&found, &truth, &[], (100, 100), 0.5);
         // The unpaired boxes are reported under the frame's name, to a tenth of a pixel.
         let errors = unpaired.errors("f1", &found, &truth).unwrap();
         assert_eq!(errors.frame, "f1");
@@ -818,7 +965,7 @@ mod tests {
             errors.missed,
             vec![[0.0, 40.0, 8.0, 48.0], [60.0, 60.0, 70.0, 70.0]]
         );
-        let all_paired = DetectionCounts::default().add_frame(&truth, &truth, (100, 100), 0.5);
+        let all_paired = DetectionCounts::default().add_frame(&truth, &truth, &[], (100, 100), 0.5);
         assert_eq!(all_paired.errors("f2", &truth, &truth), None);
         let r = d.report(0, vec![errors.clone()]);
         assert_eq!(r.frames_with_errors, vec![errors]);
@@ -859,7 +1006,7 @@ mod tests {
             }]
         );
         let yolo = dir.path().join("a.txt");
-        std::fs::write(&yolo, "0 0.5 0.5 0.5 0.5\n1 0.1 0.1 0.1 0.1\n").unwrap();
+        std::fs::write(&yolo, "0 0.5 0.5 0.5 0.5\n1 0.25 0.25 0.125 0.125\n").unwrap();
         let b = read_yolo_wbc(&yolo, 100, 200).unwrap();
         assert_eq!(
             b,
@@ -870,9 +1017,82 @@ mod tests {
                 y1: 150.0
             }]
         );
+        // The other classes' boxes are kept apart, for the label check.
+        let all = read_yolo(&yolo, 100, 200).unwrap();
+        assert_eq!(all.wbc, b);
+        assert_eq!(
+            all.other,
+            vec![BoxPx {
+                x0: 18.75,
+                y0: 37.5,
+                x1: 31.25,
+                y1: 62.5
+            }]
+        );
+        let all = read_voc(&voc).unwrap();
+        assert_eq!((all.wbc.len(), all.other), (1, vec![square(1.0, 1.0, 4.0)]));
+        // An object of another class whose box cannot be read is left out; a WBC one is an error.
+        std::fs::write(
+            &voc,
+            "<annotation><object><name>RBC</name><bndbox><xmin>1</xmin></bndbox></object>\
+             <object><name>WBC</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>",
+        )
+        .unwrap();
+        let all = read_voc(&voc).unwrap();
+        assert_eq!((all.wbc.len(), all.other.len()), (1, 0));
         std::fs::write(&yolo, "0 0.5 oops 0.5 0.5\n").unwrap();
         let e = read_yolo_wbc(&yolo, 100, 200).unwrap_err().to_string();
         assert!(e.ends_with("a.txt:1:7: cy `oops` is not a number"), "{e}");
+    }
+
+    #[test]
+    fn boxes_the_annotation_contradicts_itself_on_are_set_aside() {
+        // Expert white-cell boxes: a cell (0), the same cell boxed again (1), a cell also boxed as a
+        // red cell (2), a cell far from the others (3). A red-cell box elsewhere (no white cell).
+        let truth = [
+            square(10.0, 10.0, 20.0),
+            square(11.0, 10.0, 20.0),
+            square(50.0, 10.0, 20.0),
+            square(10.0, 60.0, 20.0),
+        ];
+        let other = [square(51.0, 11.0, 20.0), square(70.0, 70.0, 10.0)];
+        // Found: cell 0 twice (each box pairs with one of its expert boxes), the set-aside cell,
+        // and a false box on the red cell elsewhere; cell 3 missed.
+        let found = [
+            square(10.0, 10.0, 20.0),
+            square(11.5, 10.0, 20.0),
+            square(50.0, 10.0, 20.0),
+            square(70.0, 70.0, 10.0),
+        ];
+        let mut d = DetectionCounts::default();
+        d.add_frame(&found, &truth, &other, (100, 100), 0.5);
+        let r = d.report(0, Vec::new());
+        // The raw scores count every box as it is.
+        assert_eq!(
+            (r.true_positives, r.false_positives, r.false_negatives),
+            (3, 1, 1)
+        );
+        let c = r.consistent.counts;
+        assert_eq!((c.also_another_class, c.second_boxes), (1, 1));
+        // Two cells agreed on (0 and 3), one found; the found box on the set-aside cell counts
+        // for nothing; the second box on cell 0 and the box on the red cell are false.
+        assert_eq!((c.expert, c.expert_found), (2, 1));
+        assert_eq!((c.found, c.found_paired), (3, 1));
+        assert!((r.consistent.recall - 0.5).abs() < 1e-9);
+        // A found box left unpaired on a set-aside cell (its expert box taken by another) counts
+        // for nothing either.
+        let mut d = DetectionCounts::default();
+        d.add_frame(&[truth[2], found[2]], &truth[2..3], &other, (100, 100), 0.5);
+        let c = d.consistent;
+        assert_eq!((c.expert, c.found, c.also_another_class), (0, 0, 1));
+        // Without other classes or second boxes the scores are the raw ones.
+        let mut plain = DetectionCounts::default();
+        plain.add_frame(&found[2..], &truth[2..], &[], (100, 100), 0.5);
+        let r = plain.report(0, Vec::new());
+        assert_eq!(
+            (r.consistent.precision, r.consistent.recall),
+            (r.precision, r.recall)
+        );
     }
 
     /// The error for a YOLO label file holding `text`, after the file's name.

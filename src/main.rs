@@ -708,21 +708,22 @@ fn detect_eval_cmd(
         bar.inc(1);
         let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let frame = read_rgb(f)?;
-        let truth = match format {
-            LabelFormat::Yolo => eval::read_yolo_wbc(
+        let expert = match format {
+            LabelFormat::Yolo => eval::read_yolo(
                 &labels.join(format!("{stem}.txt")),
                 frame.width(),
                 frame.height(),
             )?,
-            LabelFormat::Voc => eval::read_voc_wbc(&labels.join(format!("{stem}.xml")))?,
+            LabelFormat::Voc => eval::read_voc(&labels.join(format!("{stem}.xml")))?,
         };
+        let truth = &expert.wbc;
         let loc = localizer.localize(&frame, um);
         if loc.out_of_focus {
             skipped += 1;
         }
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
-        let unpaired = counts.add_frame(&boxes, &truth, frame.dimensions(), 0.5);
-        if let Some(errors) = unpaired.errors(stem, &boxes, &truth) {
+        let unpaired = counts.add_frame(&boxes, truth, &expert.other, frame.dimensions(), 0.5);
+        if let Some(errors) = unpaired.errors(stem, &boxes, truth) {
             log::debug!(
                 "{}: {} false positive(s), {} missed",
                 f.display(),
@@ -732,7 +733,7 @@ fn detect_eval_cmd(
             frames_with_errors.push(errors);
         }
         if let Some(dir) = &annotate {
-            pipeline::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, &truth)?;
+            pipeline::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, truth)?;
         }
     }
     bar.finish_and_clear();
@@ -784,6 +785,23 @@ fn detect_eval_cmd(
             t.counts.expert,
             interval_text(t.recall_ci95),
             t.counts.merged
+        );
+        let c = &report.consistent;
+        println!(
+            "white cells the annotation agrees on ({} expert box(es) also boxed as another class set \
+             aside, {} second box(es) on one cell): precision={:.4} recall={:.4} f1={:.4} ({} of {} \
+             found, {} of {} found boxes paired; intervals {}, {})",
+            c.counts.also_another_class,
+            c.counts.second_boxes,
+            c.precision,
+            c.recall,
+            c.f1,
+            c.counts.expert_found,
+            c.counts.expert,
+            c.counts.found_paired,
+            c.counts.found,
+            interval_text(c.precision_ci95),
+            interval_text(c.recall_ci95)
         );
     }
     Ok(())

@@ -324,6 +324,45 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
     assert_one_line_error(&eval(&bad), "does not match");
 }
 
+#[test]
+fn detect_eval_sets_aside_the_boxes_the_annotation_contradicts_itself_on() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    // Two TXL-PBC val frames: in the first a white-cell box is also boxed as a red cell, in the
+    // second one white cell has two white-cell boxes (README, "Localization on real smears").
+    for frame in [
+        "3e08ca80-08dd-5b2c-b91e-60539d5b6a04.jpg",
+        "c7e344a1-6f63-58e5-ac45-a389d669924f.jpg",
+    ] {
+        let from = data.join("frames/txl-pbc/images/val").join(frame);
+        std::fs::copy(from, images.join(frame)).unwrap();
+    }
+    let labels = data.join("frames/txl-pbc/labels/val");
+    let out = detect_eval(&images, &labels, "yolo", &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let c = &r["consistent"];
+    assert_eq!(c["also_another_class"].as_u64(), Some(1), "{c}");
+    assert_eq!(c["second_boxes"].as_u64(), Some(1), "{c}");
+    let expert = r["true_positives"].as_u64().unwrap() + r["false_negatives"].as_u64().unwrap();
+    assert_eq!(c["expert"].as_u64(), Some(expert - 2), "{c}");
+    let found = r["true_positives"].as_u64().unwrap() + r["false_positives"].as_u64().unwrap();
+    assert!(c["found"].as_u64().unwrap() <= found, "{c}");
+    // The raw scores stay what they were: the set-aside boxes are misses there.
+    assert!(
+        c["recall"].as_f64().unwrap() > r["recall"].as_f64().unwrap(),
+        "{r}"
+    );
+    let text = detect_eval(&images, &labels, "yolo", &[]);
+    let line = stdout(&text).lines().nth(5).unwrap_or_default().to_string();
+    assert!(
+        line.starts_with("white cells the annotation agrees on (1 expert box(es) also boxed as another class set aside, 1 second box(es)"),
+        "{line}"
+    );
+}
+
 /// `marrowscope detect-eval` on a folder of frames with VOC labels, plus `extra` arguments.
 fn detect_eval_voc(images: &Path, labels: &Path, extra: &[&str]) -> std::process::Output {
     detect_eval(images, labels, "voc", extra)
