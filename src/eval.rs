@@ -513,6 +513,10 @@ pub struct FrameErrors {
     pub false_positives: Vec<[f32; 4]>,
     /// Expert boxes nothing found was matched to.
     pub missed: Vec<[f32; 4]>,
+    /// Of `missed`, those the scores over the agreed cells do not count as missed (see
+    /// [`ConsistentCounts`]): boxes the annotation also gives another class, and second boxes on a
+    /// cell found through its other box.
+    pub missed_set_aside: Vec<[f32; 4]>,
 }
 
 /// The scores of [`ConsistentCounts`].
@@ -542,11 +546,13 @@ pub struct InViewReport {
 }
 
 /// What one frame's matching left unpaired: indices of found boxes with no expert box (false
-/// positives) and of expert boxes nothing was found for (misses).
+/// positives) and of expert boxes nothing was found for (misses), and which of the misses the
+/// scores over the agreed cells do not count (see [`FrameErrors::missed_set_aside`]).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FrameMatch {
     pub false_positives: Vec<usize>,
     pub missed: Vec<usize>,
+    pub missed_set_aside: Vec<usize>,
 }
 
 impl FrameMatch {
@@ -564,6 +570,7 @@ impl FrameMatch {
             frame: frame.to_string(),
             false_positives: corners(predicted, &self.false_positives),
             missed: corners(truth, &self.missed),
+            missed_set_aside: corners(truth, &self.missed_set_aside),
         })
     }
 }
@@ -622,11 +629,14 @@ impl DetectionCounts {
         self.in_view.found += found;
         self.in_view.found_paired += found_paired;
         self.add_touching(predicted, truth, &used_p, &used_t);
-        self.add_consistent(predicted, truth, other, &partner, min_iou);
-        let unpaired = |used: Vec<bool>| (0..used.len()).filter(|&i| !used[i]).collect();
+        let not_counted = self.add_consistent(predicted, truth, other, &partner, min_iou);
+        let unpaired = |used: &[bool]| (0..used.len()).filter(|&i| !used[i]).collect();
         FrameMatch {
-            false_positives: unpaired(used_p),
-            missed: unpaired(used_t),
+            false_positives: unpaired(&used_p),
+            missed: unpaired(&used_t),
+            missed_set_aside: (0..truth.len())
+                .filter(|&j| !used_t[j] && not_counted[j])
+                .collect(),
         }
     }
 
@@ -656,7 +666,8 @@ impl DetectionCounts {
     }
 
     /// Adds a frame's white cells the annotation agrees on, and the found boxes not set aside
-    /// (`partner[i]`: the expert box found box i was paired with).
+    /// (`partner[i]`: the expert box found box i was paired with). Says which expert boxes would
+    /// not count as missed there: those set aside, and those whose cell was found.
     fn add_consistent(
         &mut self,
         predicted: &[BoxPx],
@@ -664,7 +675,7 @@ impl DetectionCounts {
         other: &[BoxPx],
         partner: &[Option<usize>],
         min_iou: f32,
-    ) {
+    ) -> Vec<bool> {
         let set_aside: Vec<bool> = truth
             .iter()
             .map(|t| other.iter().any(|o| t.iou(o) >= min_iou))
@@ -694,6 +705,9 @@ impl DetectionCounts {
             }
         }
         c.expert_found += credited.iter().filter(|&&f| f).count() as u64;
+        (0..truth.len())
+            .map(|j| set_aside[j] || credited[cell[j]])
+            .collect()
     }
 
     /// The scores of [`ConsistentCounts`].
@@ -843,6 +857,7 @@ mod tests {
             FrameMatch {
                 false_positives: vec![1],
                 missed: vec![],
+                missed_set_aside: vec![],
             }
         );
         let nothing_found = DetectionCounts::default().add_frame(&[], &t, &[], (100, 100), 0.5);
@@ -1065,7 +1080,20 @@ mod tests {
             square(70.0, 70.0, 10.0),
         ];
         let mut d = DetectionCounts::default();
-        d.add_frame(&found, &truth, &other, (100, 100), 0.5);
+        let unpaired = d.add_frame(&found, &truth, &other, (100, 100), 0.5);
+        assert_eq!(unpaired.missed, vec![3]);
+        assert!(unpaired.missed_set_aside.is_empty());
+        // Found once, the cell boxed twice leaves its second box missed, but not counted so over
+        // the agreed cells; nor is the set-aside box, missed.
+        let once =
+            DetectionCounts::default().add_frame(&found[..1], &truth, &other, (100, 100), 0.5);
+        assert_eq!(once.missed, vec![1, 2, 3]);
+        assert_eq!(once.missed_set_aside, vec![1, 2]);
+        let errors = once.errors("f", &found[..1], &truth).unwrap();
+        assert_eq!(
+            errors.missed_set_aside,
+            vec![[11.0, 10.0, 31.0, 30.0], [50.0, 10.0, 70.0, 30.0]]
+        );
         let r = d.report(0, Vec::new());
         // The raw scores count every box as it is.
         assert_eq!(

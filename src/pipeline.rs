@@ -508,9 +508,13 @@ pub fn annotate_frame(
 
 /// Colour of an expert box that nothing was found for, in `detect-eval`'s pictures.
 const MISSED_COLOUR: Rgb<u8> = Rgb([230, 40, 200]);
+/// Colour of a missed expert box that the scores over the agreed cells do not count (the
+/// annotation gives it another class too, or its cell was found through its other box).
+const SET_ASIDE_COLOUR: Rgb<u8> = Rgb([150, 150, 150]);
 
 /// Writes a `detect-eval` frame as `<name>.png`: the found cells as `draw_cells` draws them, those
-/// matching no expert box labelled "FP", and the expert boxes nothing matched in magenta, "MISSED".
+/// matching no expert box labelled "FP", and the expert boxes nothing matched in magenta, "MISSED",
+/// or in grey, "SET ASIDE", where the scores over the agreed cells do not count them.
 pub fn annotate_evaluated_frame(
     dir: &Path,
     name: &str,
@@ -530,15 +534,18 @@ pub fn annotate_evaluated_frame(
     let mut canvas = Canvas {
         image: draw_cells(frame, loc, &labels),
     };
-    let style = MonoTextStyle::new(&FONT_6X10, Rgb888::new(230, 40, 200));
-    for b in unpaired.missed.iter().filter_map(|&j| truth.get(j)) {
-        draw_box(&mut canvas.image, b, MISSED_COLOUR);
-        let _ = Text::new(
-            "MISSED",
-            Point::new(b.x0 as i32 + 2, b.y1 as i32 - 4),
-            style,
-        )
-        .draw(&mut canvas);
+    for &j in &unpaired.missed {
+        let Some(b) = truth.get(j) else { continue };
+        let (colour, label) = if unpaired.missed_set_aside.contains(&j) {
+            (SET_ASIDE_COLOUR, "SET ASIDE")
+        } else {
+            (MISSED_COLOUR, "MISSED")
+        };
+        draw_box(&mut canvas.image, b, colour);
+        let [r, g, b_] = colour.0;
+        let style = MonoTextStyle::new(&FONT_6X10, Rgb888::new(r, g, b_));
+        let _ =
+            Text::new(label, Point::new(b.x0 as i32 + 2, b.y1 as i32 - 4), style).draw(&mut canvas);
     }
     save_png(dir, &format!("{name}.png"), &canvas.image)
 }

@@ -350,11 +350,18 @@ fn detect_eval_sets_aside_the_boxes_the_annotation_contradicts_itself_on() {
     assert_eq!(c["expert"].as_u64(), Some(expert - 2), "{c}");
     let found = r["true_positives"].as_u64().unwrap() + r["false_positives"].as_u64().unwrap();
     assert!(c["found"].as_u64().unwrap() <= found, "{c}");
-    // The raw scores stay what they were: the set-aside boxes are misses there.
+    // The raw scores stay what they were: the set-aside boxes are misses there, listed apart.
     assert!(
         c["recall"].as_f64().unwrap() > r["recall"].as_f64().unwrap(),
         "{r}"
     );
+    let aside: usize = r["frames_with_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["missed_set_aside"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(aside, 2, "{r}");
     let text = detect_eval(&images, &labels, "yolo", &[]);
     let line = stdout(&text).lines().nth(5).unwrap_or_default().to_string();
     assert!(
