@@ -519,9 +519,10 @@ pub struct FrameErrors {
     pub missed_set_aside: Vec<[f32; 4]>,
 }
 
-/// The scores of [`ConsistentCounts`].
+/// Precision, recall and F1 over a part of the boxes, with their intervals and the counts they
+/// come from.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConsistentReport {
+pub struct PartScores<C> {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
@@ -529,20 +530,31 @@ pub struct ConsistentReport {
     pub precision_ci95: Option<Interval>,
     pub recall_ci95: Option<Interval>,
     #[serde(flatten)]
-    pub counts: ConsistentCounts,
+    pub counts: C,
 }
 
 /// The scores of [`InViewCounts`].
-#[derive(Debug, Clone, Serialize)]
-pub struct InViewReport {
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    /// As [`DetectionReport::precision_ci95`] and [`DetectionReport::recall_ci95`].
-    pub precision_ci95: Option<Interval>,
-    pub recall_ci95: Option<Interval>,
-    #[serde(flatten)]
-    pub counts: InViewCounts,
+pub type InViewReport = PartScores<InViewCounts>;
+/// The scores of [`ConsistentCounts`].
+pub type ConsistentReport = PartScores<ConsistentCounts>;
+
+impl<C> PartScores<C> {
+    /// The scores of `found_paired` of `found` boxes and `expert_found` of `expert` cells.
+    fn of(
+        counts: C,
+        (found_paired, found): (u64, u64),
+        (expert_found, expert): (u64, u64),
+    ) -> Self {
+        let (precision, recall) = (ratio(found_paired, found), ratio(expert_found, expert));
+        PartScores {
+            precision,
+            recall,
+            f1: f1(precision, recall),
+            precision_ci95: wilson_95(found_paired, found),
+            recall_ci95: wilson_95(expert_found, expert),
+            counts,
+        }
+    }
 }
 
 /// What one frame's matching left unpaired: indices of found boxes with no expert box (false
@@ -710,23 +722,6 @@ impl DetectionCounts {
             .collect()
     }
 
-    /// The scores of [`ConsistentCounts`].
-    fn consistent_report(&self) -> ConsistentReport {
-        let c = self.consistent;
-        let (precision, recall) = (
-            ratio(c.found_paired, c.found),
-            ratio(c.expert_found, c.expert),
-        );
-        ConsistentReport {
-            precision,
-            recall,
-            f1: f1(precision, recall),
-            precision_ci95: wilson_95(c.found_paired, c.found),
-            recall_ci95: wilson_95(c.expert_found, c.expert),
-            counts: c,
-        }
-    }
-
     /// The scores, with the frames out of focus and the unpaired boxes of each frame that had any.
     pub fn report(
         &self,
@@ -739,11 +734,7 @@ impl DetectionCounts {
             self.true_positives + self.false_negatives,
         );
         let (precision, recall) = (ratio(tp, found), ratio(tp, expert));
-        let v = self.in_view;
-        let (view_precision, view_recall) = (
-            ratio(v.found_paired, v.found),
-            ratio(v.expert_found, v.expert),
-        );
+        let (v, c) = (self.in_view, self.consistent);
         DetectionReport {
             frames: self.frames,
             precision,
@@ -755,20 +746,13 @@ impl DetectionCounts {
             false_positives: self.false_positives,
             false_negatives: self.false_negatives,
             skipped_out_of_focus,
-            in_view: InViewReport {
-                precision: view_precision,
-                recall: view_recall,
-                f1: f1(view_precision, view_recall),
-                precision_ci95: wilson_95(v.found_paired, v.found),
-                recall_ci95: wilson_95(v.expert_found, v.expert),
-                counts: v,
-            },
+            in_view: PartScores::of(v, (v.found_paired, v.found), (v.expert_found, v.expert)),
             touching: TouchingReport {
                 recall: ratio(self.touching.expert_found, self.touching.expert),
                 recall_ci95: wilson_95(self.touching.expert_found, self.touching.expert),
                 counts: self.touching,
             },
-            consistent: self.consistent_report(),
+            consistent: PartScores::of(c, (c.found_paired, c.found), (c.expert_found, c.expert)),
             frames_with_errors,
         }
     }
