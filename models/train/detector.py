@@ -42,6 +42,7 @@ from manifest import sha256  # noqa: E402
 STRIDE = 8  # the heat map's grid step in input pixels, unless --head-stride says otherwise
 EDGE_REACH = 0.01  # a box within this share of the picture's side of its edge counts as cut by the edge
 WBC = 0
+OTHER_CLASSES = (1, 2)  # TXL-PBC's red cells and platelets: the heat maps --others teaches beside the white cells'
 
 
 def parse_args(argv=None):
@@ -109,7 +110,14 @@ def parse_args(argv=None):
                          "and reflected outwards, so a cell cut by the frame edge is seen whole-shaped; swept "
                          "2026-12-06 and not shipped (MODEL_CARD); the manifest records it and marrowscope "
                          "refuses such a detector; 0: off")
+    ap.add_argument("--others", type=float, default=0.0,
+                    help="weight of two more heat maps, red-cell and platelet centres (TXL-PBC's classes 1 and "
+                         "2), learnt beside the white cells' so that the network is told what the cells it must "
+                         "not box are; the exported model gives the white-cell heat map and boxes alone, as "
+                         "before; 0: off")
     args = ap.parse_args(argv)
+    if args.others < 0:
+        ap.error(f"--others {args.others} must be at least 0")
     if not 0 <= args.pad < args.size // 4:
         ap.error(f"--pad {args.pad} must be at least 0 and under a quarter of --size ({args.size})")
     return args
@@ -117,9 +125,9 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- data
 
-def yolo_boxes(label_file):
-    """White-cell boxes of one YOLO label file as (cx, cy, w, h), normalized."""
-    boxes = []
+def yolo_labelled(label_file):
+    """Every box of one YOLO label file as (class, cx, cy, w, h), normalized; none when the file is missing."""
+    rows = []
     if label_file.exists():
         for n, line in enumerate(label_file.read_text().splitlines(), 1):
             parts = line.split()
@@ -127,9 +135,23 @@ def yolo_boxes(label_file):
                 continue
             if len(parts) != 5:
                 raise SystemExit(f"{label_file}:{n}: expected 'class cx cy w h'")
-            if int(parts[0]) == WBC:
-                boxes.append([float(v) for v in parts[1:]])
-    return np.array(boxes, np.float32).reshape(-1, 4)
+            try:
+                rows.append([int(parts[0])] + [float(v) for v in parts[1:]])
+            except ValueError:
+                raise SystemExit(f"{label_file}:{n}: expected numbers, got '{line.strip()}'") from None
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def yolo_boxes(label_file):
+    """White-cell boxes of one YOLO label file as (cx, cy, w, h), normalized."""
+    rows = yolo_labelled(label_file)
+    return rows[rows[:, 0] == WBC, 1:]
+
+
+def other_boxes(label_file):
+    """The red-cell and platelet boxes (OTHER_CLASSES) of one YOLO label file as (class, cx, cy, w, h)."""
+    rows = yolo_labelled(label_file)
+    return rows[np.isin(rows[:, 0], OTHER_CLASSES)]
 
 
 def voc_boxes(xml_file):
@@ -205,13 +227,17 @@ def hold_back(frames, args):
     return train_subset(train, args.train_share), held, fields
 
 
+def label_file(root, split, image):
+    return root / "labels" / split / (image.stem + ".txt")
+
+
 def load_frames(root, split, limit=None):
     images = sorted((root / "images" / split).glob("*.jpg")) + sorted((root / "images" / split).glob("*.png"))
     if not images:
         raise SystemExit(f"no frames in {root / 'images' / split}")
     if limit:
         images = images[:limit]
-    return [(p, yolo_boxes(root / "labels" / split / (p.stem + ".txt"))) for p in images]
+    return [(p, yolo_boxes(label_file(root, split, p))) for p in images]
 
 
 def read_rgb(path, longest=None):
@@ -224,9 +250,15 @@ def read_rgb(path, longest=None):
         return np.asarray(im)
 
 
-def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
+def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4, others=None):
     """Random zoom-in crop, flips, quarter turns and colour jitter; boxes follow. Returns the picture,
-    the target boxes, and the in-view parts of the cells the crop cut below keep_visible (not targets)."""
+    the target boxes, and the in-view parts of the cells the crop cut below keep_visible (not targets).
+    With `others` (class, cx, cy, w, h: cells of OTHER_CLASSES) they are moved alike, kept by the same
+    rule, and returned fourth; the random draws are the same with or without them."""
+    n_wbc = len(boxes)
+    if others is not None:
+        boxes = np.concatenate([boxes, others[:, 1:]]).astype(np.float32)
+    classes = np.concatenate([np.full(n_wbc, WBC, np.float32), others[:, 0] if others is not None else []])
     h, w = img.shape[:2]
     cut = np.zeros((0, 4), np.float32)
     if rng.random() < crop_share:
@@ -241,7 +273,7 @@ def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
         in_view = np.stack([((x_lo + x_hi) / 2 - x0) / cw, ((y_lo + y_hi) / 2 - y0) / ch,
                             (x_hi - x_lo) / cw, (y_hi - y_lo) / ch], 1).astype(np.float32)
         seen = (x_hi - x_lo > 0.5) & (y_hi - y_lo > 0.5)  # more than rounding: half a pixel each way
-        boxes, cut = in_view[keep], in_view[~keep & seen]
+        boxes, cut, classes = in_view[keep], in_view[~keep & seen & (classes == WBC)], classes[keep]
     n = len(boxes)
     both = np.concatenate([boxes, cut]).reshape(-1, 4)
     if rng.random() < 0.5:
@@ -258,7 +290,11 @@ def augment(img, boxes, rng, crop_share=0.5, keep_visible=0.4):
     img = img.astype(np.float32)
     gain = rng.uniform(0.8, 1.2, 3) * rng.uniform(0.85, 1.15)
     img = np.clip((img - img.mean()) * rng.uniform(0.8, 1.25) + img.mean(), 0, 255) * gain
-    return np.clip(img, 0, 255), boxes, cut
+    wbc = boxes[classes == WBC]
+    if others is None:
+        return np.clip(img, 0, 255), wbc, cut
+    moved = np.column_stack([classes[classes != WBC], boxes[classes != WBC]]).astype(np.float32).reshape(-1, 5)
+    return np.clip(img, 0, 255), wbc, cut, moved
 
 
 def to_input(img, size, pad=0):
@@ -278,6 +314,11 @@ def into_padded(boxes, size, pad):
     b = np.asarray(boxes, np.float32).reshape(-1, 4) * k
     b[:, :2] += pad / size
     return b
+
+
+def into_padded_labelled(rows, size, pad):
+    """into_padded for (class, cx, cy, w, h) rows."""
+    return np.column_stack([rows[:, 0], into_padded(rows[:, 1:], size, pad)]).astype(np.float32).reshape(-1, 5)
 
 
 def out_of_padded(v, pad_share):
@@ -329,17 +370,30 @@ def targets(boxes, grid):
     return heat, idx, reg
 
 
+def other_heat(others, grid):
+    """Heat maps of the other cells' centres (others: class, cx, cy, w, h), one per OTHER_CLASSES, as
+    `targets` draws the white cells'."""
+    return np.stack([targets(others[others[:, 0] == c, 1:], grid)[0] for c in OTHER_CLASSES])
+
+
 def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_cut=False, edge_weight=1.0, pad=0,
              stride=STRIDE):
     """Inputs, heat maps, centre indices and box targets of a batch, on a grid of step `stride`; with
     ignore_cut the grid cells left out of the background loss (see augment and ignored_cells; else None);
-    with an edge_weight other than 1 the weights of the peaks' loss (see peak_weights; else None)."""
+    with an edge_weight other than 1 the weights of the peaks' loss (see peak_weights; else None). Items
+    are (picture, white-cell boxes) or (picture, white-cell boxes, other boxes); with the other boxes the
+    batch's heat maps of the other classes come last (see other_heat; else None)."""
     grid = size // stride
-    xs, heats, idxs, regs, ignores, weights = [], [], [], [], [], []
-    for img, boxes in items:
+    xs, heats, idxs, regs, ignores, weights, others_heat = [], [], [], [], [], [], []
+    for img, boxes, *rest in items:
+        others = rest[0] if rest else None
         cut = np.zeros((0, 4), np.float32)
-        if train:
+        if train and others is not None:
+            img, boxes, cut, others = augment(img, boxes, rng, crop_share, keep_visible, others)
+        elif train:
             img, boxes, cut = augment(img, boxes, rng, crop_share, keep_visible)
+        if others is not None:
+            others_heat.append(other_heat(into_padded_labelled(others, size, pad), grid))
         xs.append(to_input(img, size, pad))
         h, i, r = targets(into_padded(boxes, size, pad), grid)
         heats.append(h)
@@ -351,7 +405,8 @@ def batch_of(items, size, rng, train, crop_share=0.5, keep_visible=0.4, ignore_c
             weights.append(peak_weights(boxes, i, grid, edge_weight))
     ignore = torch.from_numpy(np.stack(ignores)) if ignore_cut else None
     weight = torch.from_numpy(np.stack(weights)) if edge_weight != 1.0 else None
-    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore, weight
+    aux = torch.from_numpy(np.stack(others_heat)) if others_heat else None
+    return torch.cat(xs), torch.from_numpy(np.stack(heats)), idxs, regs, ignore, weight, aux
 
 
 # ---------------------------------------------------------------- model
@@ -377,9 +432,12 @@ class Detector(nn.Module):
     stride-8 block's second convolution and `mix`, the two full 3x3 convolutions at the finest grid, are
     depthwise-separable. head_stride 4: the merge goes on to stride 4 (the stride-4 features through a
     1x1, the stride-8 sum narrowed to `head // 2` channels and doubled), one more 3x3 there, and the heads
-    read that 4x grid instead."""
+    read that 4x grid instead. others: that many more heat maps (other cell classes, see --others), given
+    after the white cells' heat map and box (channels 5 on); the ONNX file holds the first five alone
+    (WhiteCellsOnly)."""
 
-    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2, separable=False, head_stride=STRIDE):
+    def __init__(self, widths=(16, 24, 32, 48, 64), head=32, stem=2, separable=False, head_stride=STRIDE,
+                 others=0):
         super().__init__()
         w1, w2, w3, w4, w5 = widths
         if stem == 4:
@@ -403,7 +461,7 @@ class Detector(nn.Module):
             self.lat4 = nn.Conv2d(w2, out, 1)
             self.narrow8 = nn.Conv2d(head, out, 1)
             self.mix4 = conv(out, out)
-        self.heat = nn.Conv2d(out, 1, 1)
+        self.heat = nn.Conv2d(out, 1 + others, 1)
         self.box = nn.Conv2d(out, 4, 1)
         nn.init.constant_(self.heat.bias, -2.2)
 
@@ -417,7 +475,27 @@ class Detector(nn.Module):
         p = self.mix(p8)
         if self.head_stride == 4:
             p = self.mix4(self.lat4(f4) + F.interpolate(self.narrow8(p), scale_factor=2.0, mode="nearest"))
-        return torch.cat([torch.sigmoid(self.heat(p)), self.box(p)], 1)
+        heat = torch.sigmoid(self.heat(p))
+        if heat.shape[1] == 1:  # the white cells' alone: the graph exported before --others
+            return torch.cat([heat, self.box(p)], 1)
+        return torch.cat([heat[:, :1], self.box(p), heat[:, 1:]], 1)
+
+
+class WhiteCellsOnly(nn.Module):
+    """A Detector's white-cell heat map and box (its first five channels): what marrowscope reads."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[:, :5]
+
+
+def detector_of(args):
+    """The Detector that detector.py's arguments describe (rescore.py builds the same one)."""
+    return Detector(stem=args.stem, separable=args.separable, head_stride=args.head_stride,
+                    others=len(OTHER_CLASSES) if args.others else 0)
 
 
 def focal_loss(pred, gt, ignore=None, peak_weight=None):
@@ -450,9 +528,14 @@ def giou_loss(pred, want):
     return (1 - giou).mean()
 
 
-def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None, peak_weight=None):
+def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None, peak_weight=None, aux=None, aux_weight=0.0):
+    """The white cells' heat-map focal loss and box L1 (and GIoU); with `aux` (the other classes' heat
+    maps, see other_heat) their focal losses too, each weighed `aux_weight`."""
     loss = focal_loss(out[:, 0], heat, ignore, peak_weight)
-    box = out[:, 1:].flatten(2)
+    if aux is not None:
+        for k in range(aux.shape[1]):
+            loss = loss + aux_weight * focal_loss(out[:, 5 + k], aux[:, k])
+    box = out[:, 1:5].flatten(2)
     preds, want = [], []
     for b, (i, r) in enumerate(zip(idxs, regs)):
         if i:
@@ -469,7 +552,7 @@ def loss_of(out, heat, idxs, regs, giou_weight=0.0, ignore=None, peak_weight=Non
 # ---------------------------------------------------------------- decoding and scoring
 
 def decode(out, threshold, pad_share=0.0):
-    """Boxes (x0, y0, x1, y1, score) normalized 0..1 from one output (5 x G x G): local maxima of the
+    """Boxes (x0, y0, x1, y1, score) normalized 0..1 from one output (5 or more x G x G): local maxima of the
     heat map above the threshold (3x3), boxes clipped to the frame, like the Rust decoder. pad_share:
     the input's mirrored margin as a share of its side (see to_input)."""
     heat = out[0:1]
@@ -477,7 +560,7 @@ def decode(out, threshold, pad_share=0.0):
     grid = out.shape[-1]
     found = []
     for _, gy, gx in peaks.nonzero().tolist():
-        ox, oy, lw, lh = out[1:, gy, gx].tolist()
+        ox, oy, lw, lh = out[1:5, gy, gx].tolist()
         cx, cy = out_of_padded((gx + ox) / grid, pad_share), out_of_padded((gy + oy) / grid, pad_share)
         w, h = (math.exp(min(max(v, -4.0), 6.0)) / grid / (1 - 2 * pad_share) for v in (lw, lh))
         x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
@@ -549,7 +632,8 @@ def on_cpu(model):
 
 
 def export(model, size, path):
-    model.eval()
+    """The white-cell outputs as ONNX: 5 channels whatever else the model learnt (see WhiteCellsOnly)."""
+    model = (WhiteCellsOnly(model) if model.heat.out_channels > 1 else model).eval()
     dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(model, dummy, str(path), input_names=["frame"], output_names=["heat_box"],
                       opset_version=13, dynamo=False)
@@ -574,6 +658,11 @@ def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0, strid
 
 # ---------------------------------------------------------------- main
 
+def others_of(args, image):
+    """With --others, a 1-tuple of the training frame's red-cell and platelet boxes (see other_boxes); else ()."""
+    return (other_boxes(label_file(Path(args.frames), "train", image)),) if args.others else ()
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -586,11 +675,11 @@ def main(argv=None):
     how = f" (whole fields; {len(fields)} frames copy a BCCD frame)" if args.fields else ""
     print(f"detector: {len(train)} training frames, {len(held)} held back for the threshold{how}", flush=True)
     # Kept at most 1.6x the input size (a zoomed-in crop then still shrinks to the input).
-    train_px = [(read_rgb(p, int(args.size * 1.6)), b) for p, b in train]
+    train_px = [(read_rgb(p, int(args.size * 1.6)), b) + others_of(args, p) for p, b in train]
     held_px = [(read_rgb(p), b) for p, b in held]
 
     device = torch.device(args.device)
-    model = Detector(stem=args.stem, separable=args.separable, head_stride=args.head_stride)
+    model = detector_of(args)
     if args.checkpoint:
         model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
         args.epochs = 0
@@ -607,13 +696,15 @@ def main(argv=None):
         order = rng.permutation(len(train_px))
         total = 0.0
         for k in range(0, len(order), args.batch):
-            x, heat, idxs, regs, ignore, weight = batch_of([train_px[i] for i in order[k:k + args.batch]], args.size,
-                                                           rng, True, args.crop_share, args.keep_visible,
-                                                           args.ignore_cut, args.edge_weight, args.pad,
-                                                           args.head_stride)
+            items = [train_px[i] for i in order[k:k + args.batch]]
+            x, heat, idxs, regs, ignore, weight, aux = batch_of(items, args.size, rng, True, args.crop_share,
+                                                                args.keep_visible, args.ignore_cut, args.edge_weight,
+                                                                args.pad, args.head_stride)
             ignore = ignore.to(device) if ignore is not None else None
             weight = weight.to(device) if weight is not None else None
-            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore, weight)
+            aux = aux.to(device) if aux is not None else None
+            loss = loss_of(model(x.to(device)), heat.to(device), idxs, regs, args.giou, ignore, weight, aux,
+                           args.others)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -639,6 +730,7 @@ def main(argv=None):
                    args.pad, args.head_stride)
     record = {"threshold": threshold, "heldback": s, "epochs": args.epochs, "ema": args.ema,
               "edge_weight": args.edge_weight, "pad": args.pad, "head_stride": args.head_stride, "fields": args.fields,
+              "others": args.others,
               "checkpoint": args.checkpoint, "train_frames": len(train), "held_frames": len(held),
               "train_share": args.train_share, "seconds": time.time() - t0}
     (out / "detector.json").write_text(json.dumps(record, indent=1))

@@ -228,7 +228,61 @@ EOF
 check detector_stride4 "$PY" "$HERE/detector.py" --out "$TMP/det5" --epochs 1 --limit 8 --size 96 --stem 4 \
   --head-stride 4
 check detector_stride4_grid grep -q "stride: 4," "$TMP/det5/wbc-detector.ron"
-check detector_tract "$PY" - "$TMP/det" "$TMP/det4" "$TMP/det5" <<'EOF'
+# --others (swept 2026-12-06): red-cell and platelet boxes are read apart from the white cells', follow the
+# picture through the crop, flips and turn without changing the random draws, give one heat map per class; the
+# network learns them beside the white cells' and exports the white cells' five channels alone (detector_tract)
+check detector_others "$PY" - "$HERE" "$TMP/others" <<'EOF'
+import sys, numpy as np, torch
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import detector as D
+tmp = Path(sys.argv[2]); tmp.mkdir(parents=True)
+(tmp / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.1 0.1\n\n2 0.8 0.2 0.04 0.04\n")
+assert np.allclose(D.yolo_boxes(tmp / "a.txt"), [[0.5, 0.5, 0.2, 0.2]])
+others = D.other_boxes(tmp / "a.txt")
+assert others[:, 0].tolist() == [1, 2] and np.allclose(others[0, 1:], [0.1, 0.1, 0.1, 0.1]), others
+(tmp / "bad.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.1 x 0.1 0.1\n")
+try:
+    D.other_boxes(tmp / "bad.txt")
+    raise AssertionError("a word taken for a number")
+except SystemExit as e:
+    assert str(e.code).startswith(f"{tmp / 'bad.txt'}:2:"), e.code
+# a white cell (grey) and a red cell (bright) drawn where their boxes are
+img = np.zeros((100, 100, 3), np.uint8)
+img[40:60, 40:60] = 120
+img[5:25, 70:90] = 255
+wbc = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
+red = np.array([[1, 0.8, 0.15, 0.2, 0.2]], np.float32)
+followed = 0
+for seed in range(40):
+    a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+    plain = D.augment(img, wbc, a, crop_share=1.0)
+    out, kept, cut, moved = D.augment(img, wbc, b, crop_share=1.0, others=red)
+    assert a.random() == b.random(), "the other boxes changed the random draws"
+    assert np.array_equal(plain[0], out) and np.array_equal(plain[1], kept), "the other boxes changed the white cells"
+    oh, ow = out.shape[:2]
+    for c, cx, cy, w, h in moved:
+        assert c == 1
+        centre = out[min(int(cy * oh), oh - 1), min(int(cx * ow), ow - 1)]
+        assert centre.mean() > out.max() * 0.8, (seed, cx, cy)
+        followed += 1
+assert followed > 10, followed
+heat = D.other_heat(np.array([[1, 0.25, 0.25, 0.2, 0.2], [2, 0.75, 0.55, 0.1, 0.1]], np.float32), 12)
+assert heat.shape == (2, 12, 12) and heat[0, 3, 3] == 1 and heat[1, 6, 9] == 1 and heat[0, 6, 9] < 0.1, heat
+model = D.Detector(stem=4, others=len(D.OTHER_CLASSES)).eval()
+x = torch.rand(1, 3, 96, 96)
+with torch.no_grad():
+    full = model(x)
+    assert full.shape == (1, 7, 12, 12) and torch.equal(D.WhiteCellsOnly(model)(x), full[:, :5]), full.shape
+    no_cells = torch.zeros(1, 12, 12)
+    plain_loss = D.loss_of(full, no_cells, [[]], [[]])
+    with_others = D.loss_of(full, no_cells, [[]], [[]], aux=torch.from_numpy(heat[None]), aux_weight=1.0)
+    assert with_others > plain_loss, (with_others, plain_loss)
+print("others ok:", followed, "red cells followed")
+EOF
+check detector_others_train "$PY" "$HERE/detector.py" --out "$TMP/det6" --epochs 1 --limit 8 --size 96 --stem 4 \
+  --others 1
+check detector_tract "$PY" - "$TMP/det" "$TMP/det4" "$TMP/det5" "$TMP/det6" <<'EOF'
 import sys, re, numpy as np, tract
 from pathlib import Path
 for det in map(Path, sys.argv[1:]):

@@ -25,7 +25,7 @@ def held_outputs(args):
     frames = D.load_frames(Path(args.frames), "train", args.limit)
     _, held, _ = D.hold_back(frames, args)
     held_px = [(D.read_rgb(p), b) for p, b in held]
-    model = D.Detector(stem=args.stem, separable=args.separable, head_stride=args.head_stride)
+    model = D.detector_of(args)
     model.load_state_dict(torch.load(Path(args.out) / "detector.pt", map_location="cpu"))
     model.to(torch.device(args.device))
     return D.predict(model, held_px, args.size, args.pad), held_px

@@ -7,7 +7,7 @@
 # the repo and name it in FRAMES; the val split is never read.
 # Env overrides (defaults):  PY (python3)  DEVICE (cuda)  JOBS (16: runs at a time)
 #   RECIPES ("base fast edge long"; also longer, fastedge, fastlong, fastlonger, fastignore, fastema,
-#   fastlrhi, fastlrlo, fastsep, fastedgew3, fastedgew6, fastless, fasthalf, fastpad, faststride4:
+#   fastlrhi, fastlrlo, fastsep, fastedgew3, fastedgew6, fastless, fasthalf, fastpad, faststride4, fastothers, longothers:
 #   see recipe_args)  SEEDS ("0 1 2 3")
 #   EXTRA ("": appended to every run's arguments, so e.g. "--limit 40 --epochs 1" overrides the recipe's
 #   epochs)  FRAMES (../shared/data/frames/txl-pbc)
@@ -45,6 +45,8 @@ recipe_args() { # recipe -> its detector.py arguments
     fasthalf) echo "--epochs 245 --stem 4 --train-share 0.5" ;;
     fastpad) echo "--epochs 120 --stem 4 --pad 8" ;;
     faststride4) echo "--epochs 120 --stem 4 --head-stride 4" ;;
+    fastothers) echo "--epochs 120 --stem 4 --others 1" ;;
+    longothers) echo "--epochs 80 --others 1" ;;
     *) echo "sweep: unknown recipe $1" >&2; return 1 ;;
   esac
 }
