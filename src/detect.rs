@@ -3,7 +3,9 @@
 //! are when one fixed scale does not fit the frames (smears photographed at several
 //! magnifications); the classical localizer still supplies focus, nuclear masks and crops. This
 //! module owns the detector's manifest, loading (with its SHA-256 check) and the decoding of the
-//! network's heat map into boxes.
+//! network's heat map into boxes, and the input side a frame is read at: the network learnt cells
+//! at the size they have in its training frames' fields of view, so a frame that shows a wider field
+//! is read at a larger input (the network is fully convolutional), not squeezed into the square.
 
 use crate::classify::{load_manifest, parse_manifest, verified_model, ClassifyError};
 use crate::localize::BoxPx;
@@ -29,6 +31,12 @@ pub struct DetectorManifest {
     pub stride: usize,
     /// Heat-map peaks below this are not cells (picked on held-back training frames).
     pub threshold: f32,
+    /// The widest field of view (µm along a frame's longer side) among the training frames, which
+    /// the network learnt to read at `input_size`. A frame of a wider field is read at a larger
+    /// input (see [`DetectorManifest::input_side`]), so that its cells keep about the size in input
+    /// pixels the network learnt. Without it every frame is read at `input_size`.
+    #[serde(default)]
+    pub field_um: Option<f32>,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
 }
@@ -59,14 +67,59 @@ impl DetectorManifest {
         if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err("`sha256` is not 64 hex digits".into());
         }
+        if let Some(field) = self.field_um {
+            if !(field > 0.0 && field <= 10_000.0) {
+                return Err(format!("`field_um` {field} is not in (0, 10000]"));
+            }
+            if !self.input_size.is_multiple_of(self.side_step()) {
+                return Err(format!(
+                    "`input_size` {} is not a multiple of {}, the step a wider field's input grows by",
+                    self.input_size,
+                    self.side_step()
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// Side of the output grid.
+    /// Side of the output grid at the manifest's input size.
     pub fn grid(&self) -> usize {
         self.input_size / self.stride
     }
+
+    /// The step a larger input grows by: the backbone's total stride (32), and a whole number of
+    /// grid cells.
+    fn side_step(&self) -> usize {
+        let (mut a, mut b) = (BACKBONE_STRIDE, self.stride);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        BACKBONE_STRIDE / a * self.stride
+    }
+
+    /// The square input side a frame of `frame_field_um` (µm along its longer side) is read at:
+    /// `input_size` where the field is no wider than `field_um` (or either is unknown); else
+    /// `input_size` scaled by the ratio of the fields, rounded down to a whole step (the network's
+    /// stride), at most [`MAX_SIDE_FACTOR`] × `input_size`. Rounding down keeps each cell at most as
+    /// large in input pixels as in the training frames (it never reads them finer than it learnt).
+    pub fn input_side(&self, frame_field_um: Option<f32>) -> usize {
+        let (Some(trained), Some(field)) = (self.field_um, frame_field_um) else {
+            return self.input_size;
+        };
+        if field.is_nan() || field <= trained {
+            return self.input_size;
+        }
+        let step = self.side_step();
+        let wanted = self.input_size as f32 * (field / trained).min(MAX_SIDE_FACTOR as f32);
+        ((wanted / step as f32).floor() as usize * step).max(self.input_size)
+    }
 }
+
+/// The detectors' backbone halves its input five times: an input side must be a multiple of this.
+const BACKBONE_STRIDE: usize = 32;
+/// A frame of a field this many times the training frames' widest, or more, is read at this many
+/// times the manifest's input size (bounds the network's time and memory per frame).
+pub const MAX_SIDE_FACTOR: usize = 4;
 
 /// A white cell the detector found: its box in frame pixels and the heat-map peak.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,7 +131,10 @@ pub struct Detection {
 /// The loaded detector.
 pub struct WbcDetector {
     manifest: DetectorManifest,
-    plan: Plan,
+    /// The model, optimized for each input side it has been asked for (the manifest's first).
+    plans: std::sync::Mutex<BTreeMap<usize, Plan>>,
+    /// The verified model file, kept to build the plan of another input side.
+    bytes: Vec<u8>,
     model_path: PathBuf,
 }
 
@@ -106,12 +162,13 @@ impl WbcDetector {
             message: format!("{e:#}"),
         })?;
         let detector = WbcDetector {
+            plans: std::sync::Mutex::new(BTreeMap::from([(manifest.input_size, plan)])),
             manifest,
-            plan,
+            bytes,
             model_path,
         };
         let s = detector.manifest.input_size;
-        let got = detector.run(vec![0.0; 3 * s * s])?.len();
+        let got = detector.run(vec![0.0; 3 * s * s], s)?.len();
         let want = OUTPUT_CHANNELS * detector.manifest.grid().pow(2);
         if got != want {
             return Err(ClassifyError::Load {
@@ -127,34 +184,48 @@ impl WbcDetector {
     }
 
     /// White cells in `picture`, the frame or a shrunk copy of a frame of `frame_size` (width,
-    /// height) pixels; boxes in that frame's pixels. `gain` multiplies each pixel of the network's
-    /// input (side × side, row by row; the result kept within 0..1 as in training), so the
-    /// localizer can even out the frame's lighting; an empty `gain` leaves the input as it is.
+    /// height) pixels, read at an input of `side` × `side` (see [`DetectorManifest::input_side`]);
+    /// boxes in that frame's pixels. `gain` multiplies each pixel of the network's input (side ×
+    /// side, row by row; the result kept within 0..1 as in training), so the localizer can even out
+    /// the frame's lighting; an empty `gain` leaves the input as it is.
     pub fn detect_in<T: Copy + Into<f32>>(
         &self,
         picture: Picture<'_, T>,
         frame_size: (f32, f32),
+        side: usize,
         gain: &[f32],
     ) -> Result<Vec<Detection>, ClassifyError> {
-        let side = self.manifest.input_size;
         let mut input = frame_tensor(picture, side);
         apply_gain(&mut input, gain, side)?;
-        let out = self.run(input)?;
-        Ok(decode(
-            &out,
-            self.manifest.grid(),
-            self.manifest.threshold,
-            frame_size,
-        ))
+        let out = self.run(input, side)?;
+        let grid = side / self.manifest.stride;
+        Ok(decode(&out, grid, self.manifest.threshold, frame_size))
     }
 
-    /// The network's raw output (channels × grid × grid) for its input (CHW, 0..1).
-    fn run(&self, input: Vec<f32>) -> Result<Vec<f32>, ClassifyError> {
-        let s = self.manifest.input_size;
-        let tensor = Tensor::from_shape(&[1, 3, s, s], &input)
+    /// The plan for inputs of `side` × `side`, built on first use.
+    fn plan(&self, side: usize) -> Result<Plan, ClassifyError> {
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| ClassifyError::Inference("a detector thread panicked".into()))?;
+        if let Some(plan) = plans.get(&side) {
+            return Ok(plan.clone());
+        }
+        log::info!("white-cell detector: building its plan for {side} x {side} inputs");
+        let plan = build_plan(&self.bytes, side).map_err(|e| ClassifyError::Load {
+            path: self.model_path.display().to_string(),
+            message: format!("at input side {side}: {e:#}"),
+        })?;
+        plans.insert(side, plan.clone());
+        Ok(plan)
+    }
+
+    /// The network's raw output (channels × grid × grid) for its input (CHW, 0..1, side × side).
+    fn run(&self, input: Vec<f32>, side: usize) -> Result<Vec<f32>, ClassifyError> {
+        let tensor = Tensor::from_shape(&[1, 3, side, side], &input)
             .map_err(|e| ClassifyError::Inference(e.to_string()))?;
         let result = self
-            .plan
+            .plan(side)?
             .run(tvec!(tensor.into()))
             .map_err(|e| ClassifyError::Inference(format!("{e:#}")))?;
         let view = result[0]
@@ -516,5 +587,63 @@ mod tests {
         let padded = text.replace("stride: 7", "stride: 8, pad: 8");
         let err = DetectorManifest::parse(&padded, "det.ron").unwrap_err();
         assert!(err.to_string().contains("pad"), "{err}");
+    }
+
+    fn manifest_with(fields: &str) -> Result<DetectorManifest, ClassifyError> {
+        let text = format!(
+            "(name: \"d\", file: \"d.onnx\", sha256: \"{}\", {fields})",
+            "0".repeat(64)
+        );
+        DetectorManifest::parse(&text, "det.ron")
+    }
+
+    #[test]
+    fn a_wider_field_is_read_at_a_larger_input_in_whole_steps() {
+        let m = manifest_with("input_size: 160, stride: 8, threshold: 0.2, field_um: Some(48.0)")
+            .unwrap();
+        // Fields up to the training frames' widest, or unknown: the manifest's input.
+        assert_eq!(m.input_side(Some(20.0)), 160);
+        assert_eq!(m.input_side(Some(48.0)), 160);
+        assert_eq!(m.input_side(None), 160);
+        // 54.4 µm (the desktop's 640 px at 0.085 µm/px) would want 181 px: rounded down to 160.
+        assert_eq!(m.input_side(Some(54.4)), 160);
+        // The Pi Zero 2 W's and Jetson's 96 µm: twice the field, twice the side; the Pi 4's 125.4
+        // µm: 418 px wanted, 416 read.
+        assert_eq!(m.input_side(Some(96.0)), 320);
+        assert_eq!(m.input_side(Some(125.44)), 416);
+        // At most four times the manifest's side, however wide the field.
+        assert_eq!(m.input_side(Some(1000.0)), 640);
+        assert_eq!(m.input_side(Some(f32::INFINITY)), 640);
+        assert_eq!(m.input_side(Some(f32::NAN)), 160);
+        // Without `field_um` every frame is read at the manifest's input, as before.
+        let plain = manifest_with("input_size: 160, stride: 8, threshold: 0.2").unwrap();
+        assert_eq!(plain.field_um, None);
+        assert_eq!(plain.input_side(Some(125.0)), 160);
+        // A grid of step 4 grows by 32 px too (eight grid cells), a grid of step 64 by 64.
+        let fine =
+            manifest_with("input_size: 160, stride: 4, threshold: 0.2, field_um: Some(48.0)");
+        assert_eq!(fine.unwrap().input_side(Some(96.0)), 320);
+        let coarse =
+            manifest_with("input_size: 128, stride: 64, threshold: 0.2, field_um: Some(40.0)");
+        assert_eq!(coarse.unwrap().input_side(Some(70.0)), 192);
+    }
+
+    #[test]
+    fn a_field_that_cannot_be_read_is_refused() {
+        for bad in [
+            "field_um: Some(0.0)",
+            "field_um: Some(-5.0)",
+            "field_um: Some(1e9)",
+        ] {
+            let err = manifest_with(&format!(
+                "input_size: 160, stride: 8, threshold: 0.2, {bad}"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("`field_um`"), "{bad}: {err}");
+        }
+        // An input that cannot grow by the backbone's step.
+        let err = manifest_with("input_size: 168, stride: 8, threshold: 0.2, field_um: Some(48.0)")
+            .unwrap_err();
+        assert!(err.to_string().contains("multiple of 32"), "{err}");
     }
 }

@@ -147,10 +147,11 @@ impl Localizer {
     /// Finds the white cells in a frame of the given scale (their crops are cut on demand, see
     /// [`Localizer::crop`]).
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
+        let field_um = frame.width().max(frame.height()) as f32 * um_per_px;
         let detector_side = self
             .detector
             .as_ref()
-            .map(|d| d.manifest().input_size as u32);
+            .map(|d| d.manifest().input_side(Some(field_um)) as u32);
         let bin = work_bin(um_per_px, (frame.width(), frame.height()), detector_side);
         let binned = binned_rgb(frame, bin);
         let white = BackgroundWhite::estimate(&binned);
@@ -166,7 +167,8 @@ impl Localizer {
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
         if let Some(detector) = &self.detector {
-            let found = detector_boxes(detector, frame, &binned, bin, &white);
+            let side = detector_side.unwrap_or(detector.manifest().input_size as u32) as usize;
+            let found = detector_boxes(detector, side, frame, &binned, bin, &white);
             let size = (frame.width() as f32, frame.height() as f32);
             return Localization {
                 cells: detected_cells(found, &mask, size, bin, um_per_px),
@@ -264,19 +266,19 @@ impl Localizer {
 }
 
 /// The detector's boxes in a frame whose localizer binned it by `bin` into `binned`, with `white` its
-/// bare slide. Block means serve as the detector's picture while they still have the input's side (a
+/// bare slide, read at an input of `side` × `side`. Block means serve as the detector's picture while they still have the input's side (a
 /// fraction of the resize's work; the resize's triangle is at least a block wide, so the blocks blur
 /// its input little): the localizer's own binned frame, or a finer binning where that one has become
 /// smaller than the input. Lighting outside the range the detectors learned under is brought within
 /// it (see [`BackgroundWhite::detector_gain`]).
 fn detector_boxes(
     detector: &crate::detect::WbcDetector,
+    side: usize,
     frame: &RgbImage,
     binned: &BinnedRgb,
     bin: u32,
     white: &BackgroundWhite,
 ) -> Result<Vec<crate::detect::Detection>, crate::classify::ClassifyError> {
-    let side = detector.manifest().input_size;
     let picture_bin = detector_bin(bin, (frame.width(), frame.height()), side as u32);
     // The blocks cover the frame but for the last picture_bin - 1 columns and rows at most.
     let covered = |b: &BinnedRgb| {
@@ -288,14 +290,19 @@ fn detector_boxes(
     let gain = |covered| white.detector_gain(side, covered, bin);
     if picture_bin == bin && bin > 1 {
         let covered = covered(binned);
-        detector.detect_in(binned.picture(), covered, &gain(covered))
+        detector.detect_in(binned.picture(), covered, side, &gain(covered))
     } else if picture_bin > 1 {
         let finer = binned_rgb(frame, picture_bin);
         let covered = covered(&finer);
-        detector.detect_in(finer.picture(), covered, &gain(covered))
+        detector.detect_in(finer.picture(), covered, side, &gain(covered))
     } else {
         let whole = (frame.width() as f32, frame.height() as f32);
-        detector.detect_in(crate::detect::Picture::of_frame(frame), whole, &gain(whole))
+        detector.detect_in(
+            crate::detect::Picture::of_frame(frame),
+            whole,
+            side,
+            &gain(whole),
+        )
     }
 }
 

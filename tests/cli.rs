@@ -324,6 +324,114 @@ fn detect_eval_with_the_learned_detector_on_unseen_txl_frames() {
     assert_one_line_error(&eval(&bad), "does not match");
 }
 
+/// TXL-PBC's 416 x 416 val frames (BCD's copies of BCCD frames) show about 40 µm at 0.096 µm per
+/// pixel by their red cells' size; nine of them side by side show 120 µm, the field of the
+/// Raspberry Pi 4 profile's camera (1280 px at 0.098 µm/px).
+const TXL_416_UM_PER_PX: f32 = 0.096;
+
+#[test]
+fn detect_eval_reads_a_wider_field_at_a_larger_input() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (images, labels) = (tmp.path().join("images"), tmp.path().join("labels"));
+    let truth = write_mosaic(
+        &data.join("frames/txl-pbc"),
+        (416, 416),
+        3,
+        &images,
+        &labels,
+    );
+    assert!(truth >= 6, "{truth} white cells");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/wbc-detector-fast.ron");
+    let scale = TXL_416_UM_PER_PX.to_string();
+    let eval = |detector: &Path| {
+        let out = detect_eval(
+            &images,
+            &labels,
+            "yolo",
+            &[
+                "--json",
+                "--um-per-px",
+                &scale,
+                "--detector",
+                detector.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let count = |key: &str| r[key].as_u64().unwrap();
+        (count("true_positives"), count("false_positives"))
+    };
+    // The shipped manifest names the field its network learnt (48 µm): this 120 µm frame is read
+    // at 384 px instead of 160, and the cells are found as in the frames one by one.
+    let (found, false_boxes) = eval(&manifest);
+    assert!(
+        found + 1 >= truth && false_boxes <= 2,
+        "{found} of {truth}, {false_boxes} false"
+    );
+    // Squeezed into the network's 160 px, as every frame was before, the cells are a third of
+    // the size it learnt, and most are lost.
+    let squeezed = tmp.path().join("squeezed.ron");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("field_um: Some(48.0),"), "{text}");
+    std::fs::write(&squeezed, text.replace("field_um: Some(48.0),", "")).unwrap();
+    std::fs::copy(
+        manifest.with_file_name("wbc-detector-fast.onnx"),
+        tmp.path().join("wbc-detector-fast.onnx"),
+    )
+    .unwrap();
+    let (found_squeezed, _) = eval(&squeezed);
+    assert!(2 * found_squeezed <= truth, "{found_squeezed} of {truth}");
+}
+
+/// A `k` × `k` mosaic of the first TXL-PBC val frames of `size` (sorted by name) written to
+/// `images`, with every box of their YOLO labels moved into it written to `labels`; returns how
+/// many white-cell boxes it holds.
+fn write_mosaic(txl: &Path, size: (u32, u32), k: u32, images: &Path, labels: &Path) -> u64 {
+    let mut frames: Vec<_> = std::fs::read_dir(txl.join("images/val"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| image::image_dimensions(p).ok() == Some(size))
+        .collect();
+    frames.sort();
+    assert!(
+        frames.len() >= (k * k) as usize,
+        "{} frames of {size:?}",
+        frames.len()
+    );
+    let mut mosaic = image::RgbImage::new(size.0 * k, size.1 * k);
+    let (mut lines, mut white) = (Vec::new(), 0);
+    for (i, frame) in frames.iter().take((k * k) as usize).enumerate() {
+        let (gx, gy) = (i as u32 % k, i as u32 / k);
+        let picture = image::open(frame).unwrap().to_rgb8();
+        image::imageops::replace(
+            &mut mosaic,
+            &picture,
+            (gx * size.0).into(),
+            (gy * size.1).into(),
+        );
+        let stem = frame.file_stem().unwrap().to_str().unwrap();
+        let label = std::fs::read_to_string(txl.join(format!("labels/val/{stem}.txt"))).unwrap();
+        for fields in label
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            let [class, cx, cy, w, h] = fields[..] else {
+                continue;
+            };
+            let v = |s: &str| s.parse::<f32>().unwrap() / k as f32;
+            let (cx, cy) = (v(cx) + gx as f32 / k as f32, v(cy) + gy as f32 / k as f32);
+            lines.push(format!("{class} {cx} {cy} {} {}", v(w), v(h)));
+            white += u64::from(class == "0");
+        }
+    }
+    std::fs::create_dir_all(images).unwrap();
+    std::fs::create_dir_all(labels).unwrap();
+    mosaic.save(images.join("mosaic.png")).unwrap();
+    std::fs::write(labels.join("mosaic.txt"), lines.join("\n") + "\n").unwrap();
+    white
+}
+
 #[test]
 fn detect_eval_sets_aside_the_boxes_the_annotation_contradicts_itself_on() {
     let Some(data) = data() else { return };

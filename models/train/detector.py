@@ -41,6 +41,11 @@ from manifest import sha256  # noqa: E402
 
 STRIDE = 8  # the heat map's grid step in input pixels, unless --head-stride says otherwise
 EDGE_REACH = 0.01  # a box within this share of the picture's side of its edge counts as cut by the edge
+# The widest field of view among TXL-PBC's training frames, in µm along the longer side: its 640 x 480 frames
+# (BCCD's), whose red-cell boxes have a median side of 100 px, 7.5 µm at 0.075 µm/px (its other sources' frames
+# show 34-40 µm). The network learns to read such a field at --size; marrowscope reads a frame of a wider field
+# at a larger input, so that cells keep the size the network learnt (manifest `field_um`).
+TRAINED_FIELD_UM = 48.0
 WBC = 0
 OTHER_CLASSES = (1, 2)  # TXL-PBC's red cells and platelets: the heat maps --others teaches beside the white cells'
 
@@ -651,6 +656,7 @@ def write_manifest(path, name, onnx_path, size, threshold, metrics, pad=0, strid
         f"    input_size: {size},\n"
         f"    stride: {stride},\n"
         f"    threshold: {threshold},\n"
+        f"    field_um: Some({TRAINED_FIELD_UM}),\n"
         + (f"    pad: {pad},\n" if pad else "") +
         f"    metrics: {{{met}}},\n"
         ")\n")
