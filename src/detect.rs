@@ -99,8 +99,8 @@ impl DetectorManifest {
 
     /// The square input side a frame of `frame_field_um` (µm along its longer side) is read at:
     /// `input_size` where the field is no wider than `field_um` (or either is unknown); else
-    /// `input_size` scaled by the ratio of the fields, rounded down to a whole step (the network's
-    /// stride), at most [`MAX_SIDE_FACTOR`] × `input_size`. Rounding down keeps each cell at most as
+    /// `input_size` scaled by the ratio of the fields, rounded down to a whole step (32 px, or a
+    /// multiple of it that holds whole grid cells), at most [`MAX_SIDE_FACTOR`] × `input_size`. Rounding down keeps each cell at most as
     /// large in input pixels as in the training frames (it never reads them finer than it learnt).
     pub fn input_side(&self, frame_field_um: Option<f32>) -> usize {
         let (Some(trained), Some(field)) = (self.field_um, frame_field_um) else {

@@ -929,7 +929,15 @@ fn check_cmd(board: &Path) -> Result<()> {
     let profile = BoardProfile::load(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
     let localizer = match load_detector(profile.detector_path())? {
-        Some(d) => format!("detector {}", d.manifest().name),
+        Some(d) => {
+            let camera = &profile.camera;
+            let field_um = camera.width.max(camera.height) as f32 * profile.optics.um_per_px;
+            format!(
+                "detector {}, the camera's {field_um:.0} µm field read at {} px",
+                d.manifest().name,
+                d.manifest().input_side(Some(field_um))
+            )
+        }
         None => "classical localizer".to_string(),
     };
     println!(

@@ -682,6 +682,16 @@ fn every_board_profile_checks() {
         if path.extension().is_some_and(|e| e == "ron") {
             let out = marrowscope(&["check", "--board", path.to_str().unwrap()]);
             assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            // The detector's input for the camera's field: the desktop's 54 µm at the network's
+            // 160 px, the Raspberry Pi 4's 125 µm at 416 ("Fields wider than the training
+            // frames'" in README).
+            let name = path.file_stem().unwrap().to_str().unwrap();
+            let said = stdout(&out);
+            match name {
+                "desktop" => assert!(said.contains("54 µm field read at 160 px"), "{said}"),
+                "rpi4-hq-camera" => assert!(said.contains("125 µm field read at 416 px"), "{said}"),
+                _ => assert!(said.contains(" px)"), "{said}"),
+            }
         }
     }
 }
