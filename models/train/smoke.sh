@@ -391,5 +391,52 @@ for bad, why in ((root / "nothing", "no such folder"), (root / "empty", "no fram
 print("frame_overlap ok")
 EOF
 
+# benches/wide_fields.py (README, "Fields wider than the training frames'"): four real 640x480 val frames put
+# side by side 2 x 2 with every label moved into its quadrant and the pixels where they belong; binned 2 x 2
+# back to 640x480; a box is whole in its frame only clear of every seam; the whole-cell counts take the
+# listed errors of a detect-eval report apart at the seams; the squeezed manifest drops field_um only
+check wide_fields "$PY" - "$HERE/../../benches" "$HERE/../../../shared/data/frames/txl-pbc" "$TMP/wide" "$HERE/../wbc-detector-fast.ron" <<'EOF'
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+sys.path.insert(0, sys.argv[1])
+import wide_fields as W
+root, out, manifest = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+frames = W.frames_of_size(root, "val", (640, 480))[:5]
+assert len(frames) == 5, len(frames)
+source = W.Source((640, 480), 2, "test")
+mosaics, used = W.build_mosaics(frames, source, out / "m", limit=3)
+assert len(mosaics) == 1 and used == frames[:4], (len(mosaics), used)  # a short last group is left out
+m = mosaics[0]
+picture = np.asarray(Image.open(out / "m" / "images" / "mosaic000.png"))
+assert picture.shape == (960, 1280, 3) and (m.tile_w, m.tile_h) == (640, 480)
+last = np.asarray(Image.open(frames[3][0]).convert("RGB"))
+assert (picture[480:, 640:] == last).all()
+rows = W.yolo_rows(out / "m" / "labels" / "mosaic000.txt")
+want = [r for _, label in frames[:4] for r in W.yolo_rows(label)]
+assert len(rows) == len(want) and sum(r[0] == W.WBC for r in rows) == len(m.white), (len(rows), len(want))
+c, cx, cy, bw, bh = W.yolo_rows(frames[3][1])[0]
+assert np.allclose(rows[-len(W.yolo_rows(frames[3][1]))][1:], [(1 + cx) / 2, (1 + cy) / 2, bw / 2, bh / 2], atol=1e-5)
+binned, _ = W.build_mosaics(frames, W.Source((640, 480), 2, "binned", halve=True), out / "b")
+assert Image.open(out / "b" / "images" / "mosaic000.png").size == (640, 480) and binned[0].tile_w == 320
+assert W.whole_in_its_frame((700, 100, 800, 200), 640, 480)
+assert not W.whole_in_its_frame((600, 100, 700, 200), 640, 480)   # across the vertical seam
+assert not W.whole_in_its_frame((700, 400, 800, 480.5), 640, 480)  # touching the horizontal one
+assert not W.whole_in_its_frame((0.5, 100, 50, 200), 640, 480)     # at the mosaic's edge
+cells = W.Mosaic("x", 640, 480, [(700, 100, 800, 200), (600, 100, 700, 200), (10, 10, 60, 60)])
+report = {"frames_with_errors": [{"frame": "x", "false_positives": [[100, 100, 150, 150], [630, 0, 650, 40]],
+                                  "missed": [[600, 100, 700, 200], [10, 10, 60, 60]]}]}
+assert W.whole_cell_counts(report, [cells]) == (1, 1, 1), W.whole_cell_counts(report, [cells])
+squeezed = W.squeezed_manifest(manifest, out)
+text = squeezed.read_text()
+assert "field_um" not in text and "field_um" in manifest.read_text()
+assert Path(text.split('file: "')[1].split('"')[0]).is_file()
+assert text.count("\n") == manifest.read_text().count("\n") - 1
+um = W.scale_of(root, (640, 480))
+assert 0.07 < um < 0.085, um   # TXL-PBC's 640x480 frames: about 88 px a red cell
+print("wide_fields ok")
+EOF
+
 echo "smoke: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
