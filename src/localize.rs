@@ -148,11 +148,15 @@ impl Localizer {
     /// [`Localizer::crop`]).
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
         let field_um = frame.width().max(frame.height()) as f32 * um_per_px;
-        let detector_side = self
+        let detector = self
             .detector
             .as_ref()
-            .map(|d| d.manifest().input_side(Some(field_um)) as u32);
-        let bin = work_bin(um_per_px, (frame.width(), frame.height()), detector_side);
+            .map(|d| (d, d.manifest().input_side(Some(field_um)) as u32));
+        let bin = work_bin(
+            um_per_px,
+            (frame.width(), frame.height()),
+            detector.map(|(_, side)| side),
+        );
         let binned = binned_rgb(frame, bin);
         let white = BackgroundWhite::estimate(&binned);
         let stain = stain_of_binned(&binned, &white);
@@ -166,9 +170,8 @@ impl Localizer {
         }
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
-        if let Some(detector) = &self.detector {
-            let side = detector_side.unwrap_or(detector.manifest().input_size as u32) as usize;
-            let found = detector_boxes(detector, side, frame, &binned, bin, &white);
+        if let Some((detector, side)) = detector {
+            let found = detector_boxes(detector, side as usize, frame, &binned, bin, &white);
             let size = (frame.width() as f32, frame.height() as f32);
             return Localization {
                 cells: detected_cells(found, &mask, size, bin, um_per_px),
@@ -265,12 +268,13 @@ impl Localizer {
     }
 }
 
-/// The detector's boxes in a frame whose localizer binned it by `bin` into `binned`, with `white` its
-/// bare slide, read at an input of `side` × `side`. Block means serve as the detector's picture while they still have the input's side (a
-/// fraction of the resize's work; the resize's triangle is at least a block wide, so the blocks blur
-/// its input little): the localizer's own binned frame, or a finer binning where that one has become
-/// smaller than the input. Lighting outside the range the detectors learned under is brought within
-/// it (see [`BackgroundWhite::detector_gain`]).
+/// The detector's boxes in a frame whose localizer binned it by `bin` into `binned`, with `white`
+/// its bare slide, read at an input of `side` × `side`. Block means serve as the detector's picture
+/// while they still have the input's side (a fraction of the resize's work; the resize's triangle
+/// is at least a block wide, so the blocks blur its input little): the localizer's own binned
+/// frame, or a finer binning where that one has become smaller than the input. Lighting outside the
+/// range the detectors learned under is brought within it (see
+/// [`BackgroundWhite::detector_gain`]).
 fn detector_boxes(
     detector: &crate::detect::WbcDetector,
     side: usize,
