@@ -100,8 +100,9 @@ impl DetectorManifest {
     /// The square input side a frame of `frame_field_um` (µm along its longer side) is read at:
     /// `input_size` where the field is no wider than `field_um` (or either is unknown); else
     /// `input_size` scaled by the ratio of the fields, rounded down to a whole step (32 px, or a
-    /// multiple of it that holds whole grid cells), at most [`MAX_SIDE_FACTOR`] × `input_size`. Rounding down keeps each cell at most as
-    /// large in input pixels as in the training frames (it never reads them finer than it learnt).
+    /// multiple of it that holds whole grid cells), at most [`MAX_SIDE_FACTOR`] × `input_size`.
+    /// Rounding down keeps each cell at most as large in input pixels as in the training frames
+    /// (it never reads them finer than it learnt).
     pub fn input_side(&self, frame_field_um: Option<f32>) -> usize {
         let (Some(trained), Some(field)) = (self.field_um, frame_field_um) else {
             return self.input_size;
@@ -112,6 +113,29 @@ impl DetectorManifest {
         let step = self.side_step();
         let wanted = self.input_size as f32 * (field / trained).min(MAX_SIDE_FACTOR as f32);
         ((wanted / step as f32).floor() as usize * step).max(self.input_size)
+    }
+
+    /// Where a frame of `frame_field_um` is wider than the largest input can follow
+    /// ([`MAX_SIDE_FACTOR`] × `field_um`): the share of their learnt size its cells come to in the
+    /// network's input (under 1, and fewer of them found). `None` where the field is within
+    /// reach, or either field is unknown.
+    pub fn cells_shrunk_to(&self, frame_field_um: f32) -> Option<f32> {
+        let widest = self.field_um? * MAX_SIDE_FACTOR as f32;
+        (frame_field_um > widest).then(|| widest / frame_field_um)
+    }
+
+    /// What to tell the operator about frames of `frame_field_um` too wide for the largest input
+    /// (see [`DetectorManifest::cells_shrunk_to`]); `None` where they are within reach.
+    pub fn too_wide_warning(&self, frame_field_um: f32) -> Option<String> {
+        let share = self.cells_shrunk_to(frame_field_um)?;
+        Some(format!(
+            "{}: frames of {frame_field_um:.0} µm are wider than the {:.0} µm it reads with the \
+             cells at their learnt size; their cells come to {:.0} % of it and fewer are found \
+             (a higher magnification, or a smaller camera frame, keeps them at that size)",
+            self.name,
+            share * frame_field_um,
+            100.0 * share
+        ))
     }
 }
 
@@ -131,6 +155,8 @@ pub struct Detection {
 /// The loaded detector.
 pub struct WbcDetector {
     manifest: DetectorManifest,
+    /// Whether frames too wide for the largest input have been logged (once a detector).
+    warned_too_wide: std::sync::atomic::AtomicBool,
     /// The model, optimized for each input side it has been asked for (the manifest's first).
     plans: std::sync::Mutex<BTreeMap<usize, Plan>>,
     /// The verified model file, kept to build the plan of another input side.
@@ -163,6 +189,7 @@ impl WbcDetector {
         })?;
         let detector = WbcDetector {
             plans: std::sync::Mutex::new(BTreeMap::from([(manifest.input_size, plan)])),
+            warned_too_wide: std::sync::atomic::AtomicBool::new(false),
             manifest,
             bytes,
             model_path,
@@ -181,6 +208,21 @@ impl WbcDetector {
 
     pub fn manifest(&self) -> &DetectorManifest {
         &self.manifest
+    }
+
+    /// The input side a frame of `field_um` (µm along its longer side) is read at
+    /// ([`DetectorManifest::input_side`]); the first frame too wide for the largest input is
+    /// logged as a warning.
+    pub fn input_side_for(&self, field_um: f32) -> usize {
+        if let Some(warning) = self.manifest.too_wide_warning(field_um) {
+            if !self
+                .warned_too_wide
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                log::warn!("{warning}");
+            }
+        }
+        self.manifest.input_side(Some(field_um))
     }
 
     /// White cells in `picture`, the frame or a shrunk copy of a frame of `frame_size` (width,
@@ -615,6 +657,19 @@ mod tests {
         assert_eq!(m.input_side(Some(1000.0)), 640);
         assert_eq!(m.input_side(Some(f32::INFINITY)), 640);
         assert_eq!(m.input_side(Some(f32::NAN)), 160);
+        // Up to four times the trained field the cells keep their learnt size; beyond, they shrink.
+        assert_eq!(m.cells_shrunk_to(96.0), None);
+        assert_eq!(m.cells_shrunk_to(192.0), None);
+        assert_eq!(m.cells_shrunk_to(384.0), Some(0.5));
+        assert_eq!(m.cells_shrunk_to(f32::NAN), None);
+        let warning = m.too_wide_warning(384.0).unwrap();
+        assert!(
+            warning.contains("384 µm") && warning.contains("192 µm"),
+            "{warning}"
+        );
+        assert!(warning.contains("50 %"), "{warning}");
+        let unknown = manifest_with("input_size: 160, stride: 8, threshold: 0.2").unwrap();
+        assert_eq!(unknown.cells_shrunk_to(1000.0), None);
         // Without `field_um` every frame is read at the manifest's input, as before.
         let plain = manifest_with("input_size: 160, stride: 8, threshold: 0.2").unwrap();
         assert_eq!(plain.field_um, None);

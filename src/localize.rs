@@ -151,7 +151,7 @@ impl Localizer {
         let detector = self
             .detector
             .as_ref()
-            .map(|d| (d, d.manifest().input_side(Some(field_um)) as u32));
+            .map(|d| (d, d.input_side_for(field_um) as u32));
         let bin = work_bin(
             um_per_px,
             (frame.width(), frame.height()),

@@ -932,6 +932,9 @@ fn check_cmd(board: &Path) -> Result<()> {
         Some(d) => {
             let camera = &profile.camera;
             let field_um = camera.width.max(camera.height) as f32 * profile.optics.um_per_px;
+            if let Some(warning) = d.manifest().too_wide_warning(field_um) {
+                eprintln!("warning: {}: detector {warning}", board.display());
+            }
             format!(
                 "detector {}, the camera's {field_um:.0} µm field read at {} px",
                 d.manifest().name,

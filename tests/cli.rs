@@ -692,8 +692,35 @@ fn every_board_profile_checks() {
                 "rpi4-hq-camera" => assert!(said.contains("125 µm field read at 416 px"), "{said}"),
                 _ => assert!(said.contains(" px)"), "{said}"),
             }
+            assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
         }
     }
+}
+
+#[test]
+fn a_camera_field_too_wide_for_the_detector_is_warned_about() {
+    // 640 px at 0.6 µm/px: 384 µm, twice the 4 × 48 µm the largest input reads at the learnt size.
+    let tmp = tempfile::tempdir().unwrap();
+    let models = format!("{}/", repo().join("models").display());
+    let text = std::fs::read_to_string(repo().join("board/desktop.ron")).unwrap();
+    let wide =
+        text.replace("../models/", &models)
+            .replacen("um_per_px: 0.085", "um_per_px: 0.6", 1);
+    assert_ne!(wide, text.replace("../models/", &models));
+    let path = tmp.path().join("wide.ron");
+    std::fs::write(&path, wide).unwrap();
+    let out = marrowscope(&["check", "--board", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("384 µm field read at 640 px"),
+        "{}",
+        stdout(&out)
+    );
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("warning: ") && warning.contains("wide.ron") && warning.contains("50 %"),
+        "{warning}"
+    );
 }
 
 #[test]
