@@ -19,8 +19,9 @@ agreed-cell scores still see the red-cell boxes). Each source's scale comes from
   python3 benches/wide_fields.py                       # both shipped detectors, every source
   python3 benches/wide_fields.py --detector models/wbc-detector-fast.ron --limit 2
 
-Needs a built binary (default target/release/marrowscope: `cargo build --release`), Pillow and NumPy
-(models/train/requirements.txt). Prints a Markdown table; found / false / missed per cell.
+Needs a built binary (default target/release/marrowscope: `cargo build --release`) and the training venv
+(models/train/requirements.txt: it reads label files with models/train/detector.py). Prints a Markdown table;
+found / false / missed per cell.
 """
 import argparse
 import json
@@ -37,6 +38,9 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
+sys.path.insert(0, str(PROJECT / "models" / "train"))
+from detector import yolo_labelled  # noqa: E402  (the project's one reader of YOLO label files)
+
 RED_CELL_UM = 7.5
 WBC, RBC = 0, 1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -88,19 +92,7 @@ def parse_args(argv=None):
 
 def yolo_rows(label_file):
     """(class, cx, cy, w, h) rows of a YOLO label file, normalized; none when the file is missing."""
-    rows = []
-    if label_file.exists():
-        for n, line in enumerate(label_file.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                if len(parts) != 5:
-                    raise ValueError
-                rows.append((int(parts[0]), *(float(v) for v in parts[1:])))
-            except ValueError:
-                raise SystemExit(f"{label_file}:{n}: expected 'class cx cy w h', got '{line.strip()}'") from None
-    return rows
+    return [(int(c), cx, cy, w, h) for c, cx, cy, w, h in yolo_labelled(label_file).tolist()]
 
 
 def frames_of_size(root, split, size):
