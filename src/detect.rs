@@ -668,11 +668,10 @@ mod tests {
             "{warning}"
         );
         assert!(warning.contains("50 %"), "{warning}");
-        let unknown = manifest_with("input_size: 160, stride: 8, threshold: 0.2").unwrap();
-        assert_eq!(unknown.cells_shrunk_to(1000.0), None);
         // Without `field_um` every frame is read at the manifest's input, as before.
         let plain = manifest_with("input_size: 160, stride: 8, threshold: 0.2").unwrap();
         assert_eq!(plain.field_um, None);
+        assert_eq!(plain.cells_shrunk_to(1000.0), None);
         assert_eq!(plain.input_side(Some(125.0)), 160);
         // A grid of step 4 grows by 32 px too (eight grid cells), a grid of step 64 by 64.
         let fine =
