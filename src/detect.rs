@@ -139,6 +139,12 @@ impl DetectorManifest {
     }
 }
 
+/// The field a frame of `(width, height)` pixels at `um_per_px` shows, in µm along its longer side:
+/// what [`DetectorManifest::input_side`] compares with the training frames' widest.
+pub fn field_um((width, height): (u32, u32), um_per_px: f32) -> f32 {
+    width.max(height) as f32 * um_per_px
+}
+
 /// The detectors' backbone halves its input five times: an input side must be a multiple of this.
 const BACKBONE_STRIDE: usize = 32;
 /// A frame of a field this many times the training frames' widest, or more, is read at this many
@@ -214,11 +220,14 @@ impl WbcDetector {
     /// ([`DetectorManifest::input_side`]); the first frame too wide for the largest input is
     /// logged as a warning.
     pub fn input_side_for(&self, field_um: f32) -> usize {
-        if let Some(warning) = self.manifest.too_wide_warning(field_um) {
-            if !self
+        let too_wide = self.manifest.cells_shrunk_to(field_um).is_some();
+        // The message is built once, not for every frame that is too wide.
+        if too_wide
+            && !self
                 .warned_too_wide
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
+        {
+            if let Some(warning) = self.manifest.too_wide_warning(field_um) {
                 log::warn!("{warning}");
             }
         }

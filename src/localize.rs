@@ -147,7 +147,7 @@ impl Localizer {
     /// Finds the white cells in a frame of the given scale (their crops are cut on demand, see
     /// [`Localizer::crop`]).
     pub fn localize(&self, frame: &RgbImage, um_per_px: f32) -> Localization {
-        let field_um = frame.width().max(frame.height()) as f32 * um_per_px;
+        let field_um = crate::detect::field_um(frame.dimensions(), um_per_px);
         let detector = self
             .detector
             .as_ref()

@@ -930,8 +930,8 @@ fn check_cmd(board: &Path) -> Result<()> {
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
     let localizer = match load_detector(profile.detector_path())? {
         Some(d) => {
-            let camera = &profile.camera;
-            let field_um = camera.width.max(camera.height) as f32 * profile.optics.um_per_px;
+            let camera = (profile.camera.width, profile.camera.height);
+            let field_um = marrowscope::detect::field_um(camera, profile.optics.um_per_px);
             if let Some(warning) = d.manifest().too_wide_warning(field_um) {
                 eprintln!("warning: {}: detector {warning}", board.display());
             }
