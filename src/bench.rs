@@ -35,7 +35,7 @@ pub enum BenchError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    #[error("batch sizes must be at least 1 (got {0})")]
+    #[error("batch sizes must be between 1 and {max} (got {0})", max = crate::config::MAX_BATCH)]
     BadBatch(usize),
 }
 
@@ -114,7 +114,11 @@ pub fn run_bench(
     manifest: &Path,
     opts: &BenchOptions,
 ) -> Result<BenchReport, BenchError> {
-    if let Some(&b) = opts.batches.iter().find(|&&b| b == 0) {
+    if let Some(&b) = opts
+        .batches
+        .iter()
+        .find(|&&b| b == 0 || b > crate::config::MAX_BATCH)
+    {
         return Err(BenchError::BadBatch(b));
     }
     let t = Instant::now();

@@ -189,6 +189,10 @@ fn default_source() -> String {
     "virtual:1".into()
 }
 
+/// The largest batch of crops classified at once: 256 crops of 128 × 128 are 50 MB of input,
+/// and a board has no more cells in view than that.
+pub const MAX_BATCH: usize = 256;
+
 fn default_batch() -> usize {
     8
 }
@@ -302,8 +306,11 @@ impl BoardProfile {
         if self.count_target == 0 {
             return Err(invalid("count_target", "must be at least 1".to_string()));
         }
-        if self.batch == 0 || self.batch > 256 {
-            return Err(invalid("batch", "must be between 1 and 256".to_string()));
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(invalid(
+                "batch",
+                format!("must be between 1 and {MAX_BATCH}"),
+            ));
         }
         if let DisplayConfig::Spi { width, height, .. } = &self.display {
             let (short, long) = ((*width).min(*height), (*width).max(*height));

@@ -263,7 +263,14 @@ pub fn read_yolo(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, Ev
 fn read_label_file(path: &Path) -> Result<String, EvalError> {
     std::fs::read_to_string(path).map_err(|e| EvalError::Data {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "no such label file: every image needs one of the same name, even a frame \
+                 without cells"
+                    .into()
+            }
+            _ => e.to_string(),
+        },
     })
 }
 
@@ -1042,6 +1049,17 @@ mod tests {
         std::fs::write(&yolo, "0 0.5 oops 0.5 0.5\n").unwrap();
         let e = read_yolo_wbc(&yolo, 100, 200).unwrap_err().to_string();
         assert!(e.ends_with("a.txt:1:7: cy `oops` is not a number"), "{e}");
+        // A frame without its label file is named, with what is expected; an empty file is a frame
+        // without cells.
+        let e = read_yolo(&dir.path().join("none.txt"), 100, 200)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("none.txt: no such label file: every image needs one of the same name"),
+            "{e}"
+        );
+        std::fs::write(&yolo, "").unwrap();
+        assert_eq!(read_yolo(&yolo, 100, 200).unwrap(), ExpertBoxes::default());
     }
 
     #[test]

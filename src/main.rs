@@ -37,7 +37,7 @@ struct RunArgs {
     #[arg(long)]
     source: Option<String>,
     /// Stop after N frames (at least 1).
-    #[arg(long, value_parser = parse_at_least_one)]
+    #[arg(long, value_parser = parse_at_least_one, allow_negative_numbers = true)]
     frames: Option<u64>,
     /// Report and journal folder (default: the profile's report_dir).
     #[arg(long)]
@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long)]
     annotate: Option<PathBuf>,
     /// Replay pace for dir:/file: sources, frames per second (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_fps)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fps, allow_negative_numbers = true)]
     fps: f32,
     /// Model manifest (RON), overriding the profile's.
     #[arg(long)]
@@ -77,7 +77,7 @@ enum Command {
         model: Option<PathBuf>,
         /// Scale of the crops: `auto` (measured from red cells; crops without enough red cells are
         /// taken to cover the model's field) or µm per pixel.
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "auto", allow_negative_numbers = true)]
         um_per_px: ScaleChoice,
     },
     /// Classifier metrics on a folder with one sub-folder of crops per class code.
@@ -91,7 +91,7 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Scale of the crops: `auto` (measured from red cells across the set) or µm per pixel.
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "auto", allow_negative_numbers = true)]
         um_per_px: ScaleChoice,
     },
     /// White-cell localization precision/recall/F1 at IoU >= 0.5 on labelled frames.
@@ -106,7 +106,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Micrometres per pixel of the frames (default: the profile's).
-        #[arg(long, value_parser = scale::parse_um_per_px)]
+        #[arg(long, value_parser = scale::parse_um_per_px, allow_negative_numbers = true)]
         um_per_px: Option<f32>,
         #[arg(long)]
         board: Option<PathBuf>,
@@ -131,17 +131,22 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Virtual frames (1280x960) for the end-to-end figure (at least 1).
-        #[arg(long, default_value_t = 200, value_parser = parse_at_least_one)]
+        #[arg(long, default_value_t = 200, value_parser = parse_at_least_one, allow_negative_numbers = true)]
         frames: u64,
         /// Batch sizes for the classification timing.
-        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,8,32",
+            allow_negative_numbers = true
+        )]
         batches: Vec<usize>,
         /// Soak test: run the live loop for this many virtual frames (640x480) and read resident
         /// memory as it goes.
-        #[arg(long, value_parser = parse_at_least_one)]
+        #[arg(long, value_parser = parse_at_least_one, allow_negative_numbers = true)]
         soak: Option<u64>,
         /// Soak test: read resident memory every this many frames (at least 1).
-        #[arg(long, default_value_t = 1000, value_parser = parse_at_least_one)]
+        #[arg(long, default_value_t = 1000, value_parser = parse_at_least_one, allow_negative_numbers = true)]
         soak_every: u64,
         /// Also time localization with this learned detector (manifest, e.g.
         /// models/wbc-detector.ron); default: the profile's detector.
@@ -152,9 +157,9 @@ enum Command {
     /// cells counted once, twice, missed, per true class.
     CountEval {
         /// How many pans (seeds first_seed, first_seed+1, ...; at least 1).
-        #[arg(long, default_value_t = 5, value_parser = parse_at_least_one)]
+        #[arg(long, default_value_t = 5, value_parser = parse_at_least_one, allow_negative_numbers = true)]
         seeds: u64,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         first_seed: u64,
         #[arg(long)]
         json: bool,
@@ -530,10 +535,11 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
 const MIN_RED_CELLS: usize = 20;
 
 /// The scale of a set of crops: fixed, or measured from their red cells (None: crops are taken
-/// to cover the model's field already).
+/// to cover the model's field already, or there are none to measure).
 fn crop_scale(choice: ScaleChoice, sample: &[image::RgbImage]) -> Option<f32> {
     match choice {
         ScaleChoice::Fixed(v) => Some(v),
+        ScaleChoice::Auto if sample.is_empty() => None,
         ScaleChoice::Auto => {
             let est = scale::estimate_um_per_px(sample, MIN_RED_CELLS);
             match est {

@@ -839,7 +839,7 @@ fn labels_that_cannot_be_right_name_file_line_and_column() {
 
 #[test]
 fn implausible_arguments_are_refused_before_anything_runs() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "detect-eval",
@@ -867,6 +867,15 @@ fn implausible_arguments_are_refused_before_anything_runs() {
             "not a whole number of at least 1",
         ),
         (&["run", "--fps=-5"], "not a pace in frames per second"),
+        (&["run", "--fps", "-5"], "not a pace in frames per second"),
+        (
+            &["run", "--frames", "-1"],
+            "not a whole number of at least 1",
+        ),
+        (
+            &["classify", "--um-per-px", "-0.1", "c.png"],
+            "not a plausible µm per pixel",
+        ),
     ];
     for (args, expect) in cases {
         let out = marrowscope(args);
@@ -877,6 +886,17 @@ fn implausible_arguments_are_refused_before_anything_runs() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn a_benchmark_batch_larger_than_a_board_runs_is_refused() {
+    let out = marrowscope(&["bench", "--frames", "1", "--batches", "1,100000"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("batch sizes must be between 1 and 256 (got 100000)"),
+        "{err}"
+    );
 }
 
 /// Held-out crops (the model's test split, never trained or tuned on) of one source, `per_class`
