@@ -16,6 +16,10 @@ use thiserror::Error;
 pub enum SourceError {
     #[error("unknown source {0:?}: use v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED")]
     UnknownSpec(String),
+    #[error(
+        "source {0:?}: the virtual slide's SEED is a whole number (0 or more), e.g. virtual:1"
+    )]
+    BadSeed(String),
     #[error("{path}: {message}")]
     Open { path: String, message: String },
     #[error("{path}: corrupt or unreadable image: {message}")]
@@ -100,7 +104,10 @@ impl SourceSpec {
             "v4l" => Ok(SourceSpec::V4l(rest.into())),
             "dir" => Ok(SourceSpec::Dir(rest.into())),
             "file" => Ok(SourceSpec::File(rest.into())),
-            "virtual" => rest.parse().map(SourceSpec::Virtual).map_err(|_| unknown()),
+            "virtual" => rest
+                .parse()
+                .map(SourceSpec::Virtual)
+                .map_err(|_| SourceError::BadSeed(spec.to_string())),
             _ => Err(unknown()),
         }
     }
@@ -561,7 +568,8 @@ mod tests {
             SourceSpec::V4l("/dev/video0".into())
         );
         assert!(SourceSpec::parse("rtsp://cam").is_err());
-        assert!(SourceSpec::parse("virtual:x").is_err());
+        let e = SourceSpec::parse("virtual:x").unwrap_err().to_string();
+        assert!(e.contains("SEED is a whole number"), "{e}");
         assert!(SourceSpec::parse("dir:").is_err());
     }
 
