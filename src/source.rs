@@ -24,6 +24,8 @@ pub enum SourceError {
     Open { path: String, message: String },
     #[error("{path}: corrupt or unreadable image: {message}")]
     Corrupt { path: String, message: String },
+    #[error("{path}: {size} is too large to read (over the decoder's 512 MB); camera frames and cell crops are far smaller")]
+    TooLarge { path: String, size: String },
     #[error("{path}: this build does not read TIFF (board builds leave it out to stay small); save the frames as PNG, or use a desktop build")]
     TiffLeftOut { path: String },
     #[error("camera {device}: {message}")]
@@ -44,7 +46,10 @@ impl SourceError {
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
-            SourceError::Corrupt { .. } | SourceError::TiffLeftOut { .. } | SourceError::Decode(_)
+            SourceError::Corrupt { .. }
+                | SourceError::TooLarge { .. }
+                | SourceError::TiffLeftOut { .. }
+                | SourceError::Decode(_)
         )
     }
 
@@ -141,6 +146,11 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     refuse_left_out_format(path, reader.format(), READS_TIFF)?;
     let decoded = std::panic::catch_unwind(|| reader.decode().map(|img| img.to_rgb8()));
     match decoded {
+        Ok(Err(image::ImageError::Limits(_))) => Err(SourceError::TooLarge {
+            path: path.display().to_string(),
+            size: image::image_dimensions(path)
+                .map_or_else(|_| "the image".into(), |(w, h)| format!("{w} × {h} px")),
+        }),
         Ok(image) => image.map_err(|e| corrupt(e.to_string())),
         Err(_) => Err(corrupt(DECODER_PANICKED.into())),
     }
@@ -615,6 +625,35 @@ mod tests {
         std::fs::write(&fake, b"II*\0 not really a tiff").unwrap();
         let err = read_rgb(&fake).unwrap_err().to_string();
         assert!(err.contains("fake.tif"), "{err}");
+    }
+
+    #[test]
+    fn a_picture_too_large_to_decode_is_a_clear_recoverable_error() {
+        // A BMP header for 40,000 × 40,000 pixels of 24 bits (4.8 GB decoded), without the pixels:
+        // refused from its header, before anything is allocated.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.bmp");
+        let side = 40_000u32.to_le_bytes();
+        let mut bmp = b"BM".to_vec();
+        bmp.extend([0u8; 8]); // file size (unchecked), reserved
+        bmp.extend(54u32.to_le_bytes()); // pixel data offset
+        bmp.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+        bmp.extend(side);
+        bmp.extend(side);
+        bmp.extend(1u16.to_le_bytes()); // planes
+        bmp.extend(24u16.to_le_bytes()); // bits per pixel
+        bmp.extend([0u8; 24]); // no compression; sizes and palette left at 0
+        std::fs::write(&path, bmp).unwrap();
+        let err = read_rgb(&path).unwrap_err();
+        assert!(
+            err.is_recoverable(),
+            "a frame skipped, not the end of the run"
+        );
+        let message = err.to_string();
+        assert!(
+            message.ends_with("huge.bmp: 40000 × 40000 px is too large to read (over the decoder's 512 MB); camera frames and cell crops are far smaller"),
+            "{message}"
+        );
     }
 
     #[test]
