@@ -197,6 +197,9 @@ fn default_batch() -> usize {
     8
 }
 
+/// How errors name the built-in desktop profile.
+const BUILT_IN_ORIGIN: &str = "board/desktop.ron (built in)";
+
 /// The built-in desktop profile, used when `--board` is not given.
 pub const DESKTOP_PROFILE: &str = include_str!("../board/desktop.ron");
 
@@ -216,7 +219,7 @@ impl BoardProfile {
     /// The built-in desktop profile; its model path is resolved against `models_dir`.
     pub fn desktop_default() -> BoardProfile {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("board");
-        Self::parse(DESKTOP_PROFILE, "board/desktop.ron (built in)", base)
+        Self::parse(DESKTOP_PROFILE, BUILT_IN_ORIGIN, base)
             .expect("the built-in desktop profile is valid (tested)")
     }
 
@@ -296,21 +299,33 @@ impl BoardProfile {
                 format!("{} is not a usable frame rate", c.fps),
             ));
         }
-        let l = &self.localizer;
-        if !(l.min_nucleus_um > 0.0 && l.max_cell_um > l.min_nucleus_um) {
-            return Err(invalid(
-                "max_cell_um",
-                "needs 0 < min_nucleus_um < max_cell_um".to_string(),
-            ));
-        }
+        self.validate_localizer(&invalid)?;
         if self.count_target == 0 {
             return Err(invalid("count_target", "must be at least 1".to_string()));
+        }
+        if self.report_dir.trim().is_empty() {
+            return Err(invalid("report_dir", "names no folder".to_string()));
+        }
+        if let Err(e) = crate::source::SourceSpec::parse(&self.default_source) {
+            return Err(invalid("default_source", e.to_string()));
         }
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(invalid(
                 "batch",
                 format!("must be between 1 and {MAX_BATCH}"),
             ));
+        }
+        if let DisplayConfig::Png { width, height, .. } = &self.display {
+            if !(PNG_SIDES.contains(width) && PNG_SIDES.contains(height)) {
+                return Err(invalid(
+                    "display",
+                    format!(
+                        "a {width}x{height} PNG screen: each side must be {} to {} px",
+                        PNG_SIDES.start(),
+                        PNG_SIDES.end()
+                    ),
+                ));
+            }
         }
         if let DisplayConfig::Spi { width, height, .. } = &self.display {
             let (short, long) = ((*width).min(*height), (*width).max(*height));
@@ -347,7 +362,80 @@ impl BoardProfile {
         }
         Ok(())
     }
+
+    /// The localizer's sizes are those of white cells (a nucleus of at least 1 µm, a cell of at most
+    /// 150 µm, the size of the largest megakaryocytes), lobes merge over less than a cell, and the
+    /// focus bar is not negative; NaN is refused everywhere.
+    fn validate_localizer(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let l = &self.localizer;
+        if !(l.min_nucleus_um >= 1.0 && l.min_nucleus_um < l.max_cell_um) {
+            return Err(invalid(
+                "min_nucleus_um",
+                format!(
+                    "{} µm: needs 1 <= min_nucleus_um < max_cell_um",
+                    l.min_nucleus_um
+                ),
+            ));
+        }
+        if !(l.max_cell_um <= 150.0) {
+            return Err(invalid(
+                "max_cell_um",
+                format!(
+                    "{} µm is larger than any marrow cell (at most 150)",
+                    l.max_cell_um
+                ),
+            ));
+        }
+        if !(l.merge_um >= 0.0 && l.merge_um < l.max_cell_um) {
+            return Err(invalid(
+                "merge_um",
+                format!("{} µm: needs 0 <= merge_um < max_cell_um", l.merge_um),
+            ));
+        }
+        if !(l.min_focus >= 0.0 && l.min_focus.is_finite()) {
+            return Err(invalid(
+                "min_focus",
+                format!("{} is not a focus score (0 or more)", l.min_focus),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses an alert class the model (`model_name`, with `classes`) does not have: no cell
+    /// would ever raise that alert. The error points at `alert_classes` in the profile.
+    pub fn check_alert_classes(
+        &self,
+        model_name: &str,
+        classes: &[String],
+    ) -> Result<(), ConfigError> {
+        let Some(unknown) = self.alert_classes.iter().find(|c| !classes.contains(c)) else {
+            return Ok(());
+        };
+        let (origin, text) = if self.path.as_os_str().is_empty() {
+            (BUILT_IN_ORIGIN.to_string(), DESKTOP_PROFILE.to_string())
+        } else {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            (self.path.display().to_string(), text)
+        };
+        let (line, col) = locate_field(&text, "alert_classes");
+        Err(ConfigError::Invalid {
+            path: origin,
+            line,
+            col,
+            field: "alert_classes".into(),
+            message: format!(
+                "{unknown:?} is not a class of model {model_name} (its classes: {})",
+                classes.join(", ")
+            ),
+        })
+    }
 }
+
+/// Sides of a PNG count screen, pixels: from the SSD1306's 64 rows to a 4K monitor's width.
+const PNG_SIDES: std::ops::RangeInclusive<u32> = 64..=4096;
 
 /// Line and column (1-based) where `field:` first appears in the text, or (1, 1).
 pub fn locate_field(text: &str, field: &str) -> (usize, usize) {
@@ -411,6 +499,93 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with(&format!("x.ron:{line}:")), "{msg}");
         assert!(msg.contains("`um_per_px`"), "{msg}");
+    }
+
+    #[test]
+    fn values_no_microscope_could_use_name_their_field_and_line() {
+        let cases = [
+            (
+                "min_nucleus_um: 3.5",
+                "min_nucleus_um: 0.001",
+                "min_nucleus_um",
+            ),
+            ("max_cell_um: 30.0", "max_cell_um: 1e30", "max_cell_um"),
+            ("merge_um: 1.6", "merge_um: NaN", "merge_um"),
+            ("merge_um: 1.6", "merge_um: -1.0", "merge_um"),
+            ("min_focus: 2.0", "min_focus: -1.0", "min_focus"),
+            ("min_focus: 2.0", "min_focus: inf", "min_focus"),
+            (
+                "report_dir: \"marrowscope-report\"",
+                "report_dir: \" \"",
+                "report_dir",
+            ),
+            ("\"virtual:1\"", "\"virtual:q\"", "default_source"),
+            ("\"virtual:1\"", "\"camera\"", "default_source"),
+            (
+                "width: 320, height: 240",
+                "width: 0, height: 240",
+                "display",
+            ),
+            (
+                "width: 320, height: 240",
+                "width: 320, height: 20000",
+                "display",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(DESKTOP_PROFILE.contains(from), "{from}");
+            let text = DESKTOP_PROFILE.replacen(from, to, 1);
+            let msg = BoardProfile::parse(&text, "x.ron", PathBuf::new())
+                .unwrap_err()
+                .to_string();
+            let line = text.lines().position(|l| l.contains(to)).unwrap() + 1;
+            assert!(msg.starts_with(&format!("x.ron:{line}:")), "{to}: {msg}");
+            assert!(msg.contains(&format!("`{field}`")), "{to}: {msg}");
+        }
+        // The edges of the ranges are usable.
+        for (from, to) in [
+            ("min_nucleus_um: 3.5", "min_nucleus_um: 1.0"),
+            ("max_cell_um: 30.0", "max_cell_um: 150.0"),
+            ("merge_um: 1.6", "merge_um: 0.0"),
+            ("min_focus: 2.0", "min_focus: 0.0"),
+            ("width: 320, height: 240", "width: 4096, height: 64"),
+        ] {
+            let text = DESKTOP_PROFILE.replacen(from, to, 1);
+            assert!(
+                BoardProfile::parse(&text, "x.ron", PathBuf::new()).is_ok(),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_alert_class_the_model_lacks_is_refused_at_its_line() {
+        let classes: Vec<String> = ["BLA", "LYT"].map(String::from).to_vec();
+        let desktop = BoardProfile::desktop_default();
+        assert!(desktop.check_alert_classes("m", &classes).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.ron");
+        let text = DESKTOP_PROFILE.replacen("[\"BLA\"]", "[\"BLA\", \"ZZZ\"]", 1);
+        std::fs::write(&path, &text).unwrap();
+        let msg = BoardProfile::load(&path)
+            .unwrap()
+            .check_alert_classes("m", &classes)
+            .unwrap_err()
+            .to_string();
+        let line = text.lines().position(|l| l.contains("ZZZ")).unwrap() + 1;
+        assert!(
+            msg.starts_with(&format!("{}:{line}:", path.display())),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("\"ZZZ\" is not a class of model m (its classes: BLA, LYT)"),
+            "{msg}"
+        );
+        let msg = desktop
+            .check_alert_classes("m", &classes[1..])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with(BUILT_IN_ORIGIN), "{msg}");
     }
 
     #[test]

@@ -414,6 +414,8 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
+    let manifest = classifier.manifest();
+    profile.check_alert_classes(&manifest.name, &manifest.classes)?;
     log::info!("source: {}", src.describe());
     log::info!(
         "model: {} ({})",
@@ -934,6 +936,8 @@ fn soak_cmd(
 fn check_cmd(board: &Path) -> Result<()> {
     let profile = BoardProfile::load(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
+    let model = classifier.manifest();
+    profile.check_alert_classes(&model.name, &model.classes)?;
     let localizer = match load_detector(profile.detector_path())? {
         Some(d) => {
             let camera = (profile.camera.width, profile.camera.height);
@@ -953,10 +957,10 @@ fn check_cmd(board: &Path) -> Result<()> {
         "{}: ok (board {:?}, model {} with {} classes, {:.3} µm/px, crop {:.1} µm, {localizer})",
         board.display(),
         profile.name,
-        classifier.manifest().name,
-        classifier.manifest().classes.len(),
+        model.name,
+        model.classes.len(),
         profile.optics.um_per_px,
-        classifier.manifest().crop_um
+        model.crop_um
     );
     Ok(())
 }

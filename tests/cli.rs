@@ -811,6 +811,26 @@ fn malformed_board_names_file_line_and_column() {
     std::fs::write(&path, invalid).unwrap();
     let out = marrowscope(&["run", "--board", path.to_str().unwrap()]);
     assert_one_line_error(&out, "`count_target`");
+    // An alert class the model lacks: refused by check and run, which read the model to know.
+    let models = repo().join("models");
+    let unknown_alert = text
+        .replace("\"../models/", &format!("\"{}/", models.display()))
+        .replacen("[\"BLA\"]", "[\"BLA\", \"BLAST\"]", 1);
+    let line = unknown_alert
+        .lines()
+        .position(|l| l.contains("BLAST"))
+        .unwrap()
+        + 1;
+    std::fs::write(&path, unknown_alert).unwrap();
+    for command in ["check", "run"] {
+        let out = marrowscope(&[command, "--board", path.to_str().unwrap()]);
+        assert_one_line_error(&out, &format!("bad.ron:{line}:"));
+        assert!(
+            stderr(&out).contains("\"BLAST\" is not a class of model"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
