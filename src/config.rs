@@ -371,21 +371,21 @@ impl BoardProfile {
         invalid: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let l = &self.localizer;
+        if l.max_cell_um.is_nan() || l.max_cell_um > 150.0 {
+            return Err(invalid(
+                "max_cell_um",
+                format!(
+                    "{} µm is not the size of a marrow cell (at most 150)",
+                    l.max_cell_um
+                ),
+            ));
+        }
         if !(l.min_nucleus_um >= 1.0 && l.min_nucleus_um < l.max_cell_um) {
             return Err(invalid(
                 "min_nucleus_um",
                 format!(
                     "{} µm: needs 1 <= min_nucleus_um < max_cell_um",
                     l.min_nucleus_um
-                ),
-            ));
-        }
-        if !(l.max_cell_um <= 150.0) {
-            return Err(invalid(
-                "max_cell_um",
-                format!(
-                    "{} µm is larger than any marrow cell (at most 150)",
-                    l.max_cell_um
                 ),
             ));
         }
@@ -510,6 +510,8 @@ mod tests {
                 "min_nucleus_um",
             ),
             ("max_cell_um: 30.0", "max_cell_um: 1e30", "max_cell_um"),
+            ("max_cell_um: 30.0", "max_cell_um: NaN", "max_cell_um"),
+            ("min_nucleus_um: 3.5", "min_nucleus_um: 40.0", "min_nucleus_um"),
             ("merge_um: 1.6", "merge_um: NaN", "merge_um"),
             ("merge_um: 1.6", "merge_um: -1.0", "merge_um"),
             ("min_focus: 2.0", "min_focus: -1.0", "min_focus"),
