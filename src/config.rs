@@ -511,7 +511,11 @@ mod tests {
             ),
             ("max_cell_um: 30.0", "max_cell_um: 1e30", "max_cell_um"),
             ("max_cell_um: 30.0", "max_cell_um: NaN", "max_cell_um"),
-            ("min_nucleus_um: 3.5", "min_nucleus_um: 40.0", "min_nucleus_um"),
+            (
+                "min_nucleus_um: 3.5",
+                "min_nucleus_um: 40.0",
+                "min_nucleus_um",
+            ),
             ("merge_um: 1.6", "merge_um: NaN", "merge_um"),
             ("merge_um: 1.6", "merge_um: -1.0", "merge_um"),
             ("min_focus: 2.0", "min_focus: -1.0", "min_focus"),

@@ -411,6 +411,9 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         classical,
     } = args;
     let profile = load_profile(board)?;
+    if let Some(dir) = &annotate {
+        pipeline::prepare_annotate_dir(dir)?;
+    }
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
@@ -691,6 +694,9 @@ fn detect_eval_cmd(
     let Some(format) = LabelFormat::parse(format) else {
         bail!("unknown label format {format:?}: use yolo or voc");
     };
+    if let Some(dir) = &annotate {
+        pipeline::prepare_annotate_dir(dir)?;
+    }
     let um = um_per_px.unwrap_or(profile.optics.um_per_px);
     let manifest = ModelManifest::load(&profile.model_path()).ok();
     let crop_um = manifest.map_or(20.0, |m| m.crop_um);
@@ -786,9 +792,13 @@ fn detect_eval_cmd(
         );
         let t = &report.touching;
         println!(
-            "cells touching a neighbour (expert boxes that overlap or meet): recall={:.4} ({} of {} \
+            "cells touching a neighbour (expert boxes that overlap or meet): recall={} ({} of {} \
              found on their own; interval {}); {} false box(es) around two expert cells or more",
-            t.recall,
+            if t.counts.expert == 0 {
+                "n/a".to_string()
+            } else {
+                format!("{:.4}", t.recall)
+            },
             t.counts.expert_found,
             t.counts.expert,
             interval_text(t.recall_ci95),

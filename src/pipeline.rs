@@ -550,12 +550,24 @@ pub fn annotate_evaluated_frame(
     save_png(dir, &format!("{name}.png"), &canvas.image)
 }
 
-/// Saves a picture into `dir` (made when missing) as `file`.
-fn save_png(dir: &Path, file: &str, image: &RgbImage) -> Result<(), ReportError> {
+/// Makes the folder annotated frames go to (`--annotate`), before the first frame is read, so that
+/// a path that cannot be a folder ends nothing half-way.
+pub fn prepare_annotate_dir(dir: &Path) -> Result<(), ReportError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(ReportError {
+            path: dir.display().to_string(),
+            message: "a file is here, where annotated frames need a folder".into(),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|e| ReportError {
         path: dir.display().to_string(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// Saves a picture into `dir` (made when missing) as `file`.
+fn save_png(dir: &Path, file: &str, image: &RgbImage) -> Result<(), ReportError> {
+    prepare_annotate_dir(dir)?;
     let path = dir.join(file);
     image.save(&path).map_err(|e| ReportError {
         path: path.display().to_string(),

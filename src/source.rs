@@ -136,6 +136,12 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
         path: path.display().to_string(),
         message,
     };
+    if path.is_dir() {
+        return Err(SourceError::Open {
+            path: path.display().to_string(),
+            message: "a folder, not an image file".into(),
+        });
+    }
     let reader = image::ImageReader::open(path).map_err(|e| SourceError::Open {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -607,6 +613,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_read_as_saved(dir.path(), &["a.png", "b.bmp"]);
         assert!(!is_image_file(Path::new("notes.txt")));
+        let err = read_rgb(dir.path()).unwrap_err().to_string();
+        assert!(err.ends_with(": a folder, not an image file"), "{err}");
     }
 
     #[cfg(feature = "tiff")]

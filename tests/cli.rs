@@ -742,6 +742,46 @@ fn corrupt_jpeg_is_a_one_line_error() {
 }
 
 #[test]
+fn annotating_into_a_file_is_refused_before_the_first_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("notes.png");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let report = tmp.path().join("report");
+    let annotate = file.to_str().unwrap();
+    let runs: [&[&str]; 2] = [
+        &[
+            "run",
+            "--frames",
+            "2",
+            "--report",
+            report.to_str().unwrap(),
+            "--annotate",
+            annotate,
+        ],
+        &[
+            "detect-eval",
+            "--images",
+            "no-such-folder",
+            "--labels",
+            "no-such-folder",
+            "--format",
+            "yolo",
+            "--annotate",
+            annotate,
+        ],
+    ];
+    for args in runs {
+        let out = marrowscope(args);
+        assert_one_line_error(
+            &out,
+            "notes.png: cannot write: a file is here, where annotated frames need a folder",
+        );
+    }
+    assert!(!report.exists(), "nothing was counted");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a folder");
+}
+
+#[test]
 fn missing_model_is_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
     let crop = tmp.path().join("c.png");
