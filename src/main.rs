@@ -437,6 +437,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         // Only the virtual slide, a drawn source, comes with a truth.
         .load(&profile, truth.is_some())?,
     };
+    marrowscope::report::make_folder(&opts.report_dir, "the report and journal")?;
     let mut display = open_display(&profile.display, &opts.report_dir)?;
     let mut controls = open_controls(&profile)?;
     let station = pipeline::Station {

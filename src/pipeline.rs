@@ -553,16 +553,7 @@ pub fn annotate_evaluated_frame(
 /// Makes the folder annotated frames go to (`--annotate`), before the first frame is read, so that
 /// a path that cannot be a folder ends nothing half-way.
 pub fn prepare_annotate_dir(dir: &Path) -> Result<(), ReportError> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(ReportError {
-            path: dir.display().to_string(),
-            message: "a file is here, where annotated frames need a folder".into(),
-        });
-    }
-    std::fs::create_dir_all(dir).map_err(|e| ReportError {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    })
+    crate::report::make_folder(dir, "annotated frames")
 }
 
 /// Saves a picture into `dir` (made when missing) as `file`.

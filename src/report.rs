@@ -27,6 +27,18 @@ fn report_err(path: &Path, e: impl std::fmt::Display) -> ReportError {
     }
 }
 
+/// Makes `dir` (and the folders above it) where `what` go, before anything is written there; a
+/// file in its place is named as such.
+pub fn make_folder(dir: &Path, what: &str) -> Result<(), ReportError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(report_err(
+            dir,
+            format!("a file is here, where {what} need a folder"),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| report_err(dir, e))
+}
+
 /// Side of the stored evidence crops, pixels.
 pub const STORED_CROP: u32 = 96;
 

@@ -742,7 +742,7 @@ fn corrupt_jpeg_is_a_one_line_error() {
 }
 
 #[test]
-fn annotating_into_a_file_is_refused_before_the_first_frame() {
+fn annotating_or_reporting_into_a_file_is_refused_before_the_first_frame() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("notes.png");
     std::fs::write(&file, b"not a folder").unwrap();
@@ -778,6 +778,11 @@ fn annotating_into_a_file_is_refused_before_the_first_frame() {
         );
     }
     assert!(!report.exists(), "nothing was counted");
+    let out = marrowscope(&["run", "--frames", "2", "--report", annotate]);
+    assert_one_line_error(
+        &out,
+        "notes.png: cannot write: a file is here, where the report and journal need a folder",
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"not a folder");
 }
 
