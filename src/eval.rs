@@ -170,8 +170,10 @@ impl ConfusionCounter {
             );
         }
         let with_support: Vec<&ClassMetrics> = classes.values().filter(|m| m.support > 0).collect();
-        let macro_f1 =
-            with_support.iter().map(|m| m.f1).sum::<f64>() / with_support.len().max(1) as f64;
+        let macro_f1 = match with_support.len() {
+            0 => 0.0,
+            n => with_support.iter().map(|m| m.f1).sum::<f64>() / n as f64,
+        };
         let unknown_classes = truths
             .iter()
             .filter(|t| !known.contains(t))
@@ -817,6 +819,9 @@ mod tests {
         assert_eq!(r.unknown_classes, vec!["XYZ".to_string()]);
         assert_eq!(r.review, 1);
         assert!((r.accepted_accuracy - 17.0 / 19.0).abs() < 1e-9);
+        // Nothing counted: every score 0, not the empty sum's -0 ("-0.0000" in the text line).
+        let r = ConfusionCounter::default().report(&["BLA".into()], vec![]);
+        assert_eq!(r.macro_f1.to_bits(), 0.0f64.to_bits());
     }
 
     #[test]

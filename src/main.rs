@@ -652,6 +652,12 @@ fn eval_cmd(
         }
     }
     bar.finish_and_clear();
+    if let (0, Some(first)) = (total - unreadable.len(), unreadable.first()) {
+        bail!(
+            "{}: none of its {total} crops could be read (the first: {first})",
+            data.display()
+        );
+    }
     let report = counter.report(&classifier.manifest().classes, unreadable);
     if json {
         println!("{}", serde_json::to_string(&report)?);

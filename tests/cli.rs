@@ -676,6 +676,18 @@ fn eval_reports_the_contract_json_and_unknown_classes() {
 }
 
 #[test]
+fn eval_with_no_readable_crop_is_an_error_not_a_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("BLA")).unwrap();
+    for name in ["a.png", "b.jpg"] {
+        std::fs::write(tmp.path().join("BLA").join(name), b"not a picture").unwrap();
+    }
+    let out = marrowscope(&["eval", "--data", tmp.path().to_str().unwrap(), "--json"]);
+    assert_one_line_error(&out, "none of its 2 crops could be read (the first: ");
+    assert!(stdout(&out).is_empty(), "no score: {}", stdout(&out));
+}
+
+#[test]
 fn every_board_profile_checks() {
     for entry in std::fs::read_dir(repo().join("board")).unwrap().flatten() {
         let path = entry.path();
