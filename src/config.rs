@@ -371,37 +371,39 @@ impl BoardProfile {
         invalid: &dyn Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let l = &self.localizer;
-        if l.max_cell_um.is_nan() || l.max_cell_um > 150.0 {
-            return Err(invalid(
+        let rules = [
+            (
                 "max_cell_um",
+                l.max_cell_um <= 150.0,
                 format!(
                     "{} µm is not the size of a marrow cell (at most 150)",
                     l.max_cell_um
                 ),
-            ));
-        }
-        if !(l.min_nucleus_um >= 1.0 && l.min_nucleus_um < l.max_cell_um) {
-            return Err(invalid(
+            ),
+            (
                 "min_nucleus_um",
+                l.min_nucleus_um >= 1.0 && l.min_nucleus_um < l.max_cell_um,
                 format!(
                     "{} µm: needs 1 <= min_nucleus_um < max_cell_um",
                     l.min_nucleus_um
                 ),
-            ));
-        }
-        if !(l.merge_um >= 0.0 && l.merge_um < l.max_cell_um) {
-            return Err(invalid(
+            ),
+            (
                 "merge_um",
+                l.merge_um >= 0.0 && l.merge_um < l.max_cell_um,
                 format!("{} µm: needs 0 <= merge_um < max_cell_um", l.merge_um),
-            ));
-        }
-        if !(l.min_focus >= 0.0 && l.min_focus.is_finite()) {
-            return Err(invalid(
+            ),
+            (
                 "min_focus",
+                l.min_focus >= 0.0 && l.min_focus.is_finite(),
                 format!("{} is not a focus score (0 or more)", l.min_focus),
-            ));
+            ),
+        ];
+        // A comparison with NaN is false, so NaN breaks every rule it is in.
+        match rules.into_iter().find(|(_, holds, _)| !holds) {
+            Some((field, _, message)) => Err(invalid(field, message)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Refuses an alert class the model (`model_name`, with `classes`) does not have: no cell
