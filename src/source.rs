@@ -123,11 +123,13 @@ impl SourceSpec {
 /// so that each gets a clear error rather than being passed over.
 const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
 
-/// True when a path looks like an image file replay can read.
+/// True when a path is a file (not a folder) whose name says it is an image replay can read.
 pub fn is_image_file(path: &Path) -> bool {
-    path.extension()
+    let named_as_image = path
+        .extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    named_as_image && !path.is_dir()
 }
 
 /// Reads an image file as RGB, with a one-line error naming the file.
@@ -615,6 +617,10 @@ mod tests {
         assert!(!is_image_file(Path::new("notes.txt")));
         let err = read_rgb(dir.path()).unwrap_err().to_string();
         assert!(err.ends_with(": a folder, not an image file"), "{err}");
+        // A folder named like a picture is not listed among a folder's pictures.
+        let folder = dir.path().join("frames.png");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(!is_image_file(&folder));
     }
 
     #[cfg(feature = "tiff")]
