@@ -154,7 +154,7 @@ pub fn load_manifest<T: serde::de::DeserializeOwned>(
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, ClassifyError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ClassifyError::ManifestIo {
+    let text = crate::textfile::read(path).map_err(|source| ClassifyError::ManifestIo {
         path: shown.clone(),
         source,
     })?;

@@ -206,7 +206,7 @@ pub const DESKTOP_PROFILE: &str = include_str!("../board/desktop.ron");
 impl BoardProfile {
     /// Reads and validates a profile file.
     pub fn load(path: &Path) -> Result<BoardProfile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = crate::textfile::read(path).map_err(|source| ConfigError::Io {
             path: path.display().to_string(),
             source,
         })?;
@@ -419,7 +419,7 @@ impl BoardProfile {
         let (origin, text) = if self.path.as_os_str().is_empty() {
             (BUILT_IN_ORIGIN.to_string(), DESKTOP_PROFILE.to_string())
         } else {
-            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            let text = crate::textfile::read(&self.path).unwrap_or_default();
             (self.path.display().to_string(), text)
         };
         let (line, col) = locate_field(&text, "alert_classes");

@@ -263,7 +263,7 @@ pub fn read_yolo(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, Ev
 }
 
 fn read_label_file(path: &Path) -> Result<String, EvalError> {
-    std::fs::read_to_string(path).map_err(|e| EvalError::Data {
+    crate::textfile::read(path).map_err(|e| EvalError::Data {
         path: path.display().to_string(),
         message: match e.kind() {
             std::io::ErrorKind::NotFound => {

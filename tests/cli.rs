@@ -890,6 +890,71 @@ fn malformed_board_names_file_line_and_column() {
     }
 }
 
+/// `text` as an editor that writes a byte-order mark and Windows line ends saves it.
+fn with_bom_and_crlf(text: &str) -> String {
+    format!("\u{feff}{}", text.replace('\n', "\r\n"))
+}
+
+#[test]
+fn profiles_manifests_and_labels_saved_with_a_byte_order_mark_and_crlf_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = repo().join("models");
+    // A detector manifest and a board profile naming it, as Windows Notepad saves them.
+    let manifest = std::fs::read_to_string(models.join("wbc-detector-fast.ron")).unwrap();
+    let manifest = manifest.replace(
+        "\"wbc-detector",
+        &format!("\"{}/wbc-detector", models.display()),
+    );
+    let detector = tmp.path().join("detector.ron");
+    std::fs::write(&detector, with_bom_and_crlf(&manifest)).unwrap();
+    let profile = std::fs::read_to_string(repo().join("board/desktop.ron"))
+        .unwrap()
+        .replace("\"../models/", &format!("\"{}/", models.display()));
+    let detector_line = profile.lines().find(|l| l.contains("detector:")).unwrap();
+    let profile = profile.replacen(
+        detector_line,
+        &format!("    detector: Some(\"{}\"),", detector.display()),
+        1,
+    );
+    let board = tmp.path().join("board.ron");
+    std::fs::write(&board, with_bom_and_crlf(&profile)).unwrap();
+    let out = marrowscope(&["check", "--board", board.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("marrowscope-wbc-centre-detector-fast"),
+        "{}",
+        stdout(&out)
+    );
+    // An error in such a file is placed where the editor shows it: the mark takes no column.
+    let bad = with_bom_and_crlf(&profile.replacen('(', "[", 1));
+    std::fs::write(&board, bad).unwrap();
+    let out = marrowscope(&["check", "--board", board.to_str().unwrap()]);
+    let first = profile.lines().position(|l| l.starts_with('(')).unwrap() + 1;
+    assert_one_line_error(&out, &format!("board.ron:{first}:1:"));
+
+    // YOLO label files of real frames: scored as the same files without the mark.
+    let Some(data) = data() else { return };
+    let images = tmp.path().join("images");
+    let frames = copy_first(&data.join("frames/txl-pbc/images/val"), &images, 4);
+    let marked = tmp.path().join("labels");
+    std::fs::create_dir_all(&marked).unwrap();
+    let labels = data.join("frames/txl-pbc/labels/val");
+    for frame in &frames {
+        let name = format!("{}.txt", frame.file_stem().unwrap().to_str().unwrap());
+        let text = std::fs::read_to_string(labels.join(&name)).unwrap();
+        std::fs::write(marked.join(&name), with_bom_and_crlf(&text)).unwrap();
+    }
+    let plain = detect_eval(&images, &labels, "yolo", &["--json"]);
+    let saved = detect_eval(&images, &marked, "yolo", &["--json"]);
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    assert!(
+        stdout(&saved).contains("\"frames\":4"),
+        "{}",
+        stdout(&saved)
+    );
+    assert_eq!(stdout(&saved), stdout(&plain));
+}
+
 #[test]
 fn labels_that_cannot_be_right_name_file_line_and_column() {
     let tmp = tempfile::tempdir().unwrap();

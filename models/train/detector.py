@@ -134,7 +134,7 @@ def yolo_labelled(label_file):
     """Every box of one YOLO label file as (class, cx, cy, w, h), normalized; none when the file is missing."""
     rows = []
     if label_file.exists():
-        for n, line in enumerate(label_file.read_text().splitlines(), 1):
+        for n, line in enumerate(label_file.read_text(encoding="utf-8-sig").splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue

@@ -122,6 +122,20 @@ assert mask.sum() == 8 and mask[3:7, 0:2].all(), mask
 assert D.ignored_cells(np.zeros((0, 4), np.float32), 10).sum() == 0
 print("cut cells ok", seen)
 EOF
+# label files saved with a byte-order mark and Windows line ends (some editors do) read as without them
+check detector_labels_bom "$PY" - "$HERE" "$TMP" <<'EOF'
+import sys, numpy as np
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import detector as D
+plain, marked = Path(sys.argv[2]) / "plain.txt", Path(sys.argv[2]) / "marked.txt"
+text = "0 0.5 0.5 0.2 0.2\n1 0.1 0.2 0.05 0.05\n"
+plain.write_text(text)
+marked.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+assert np.array_equal(D.yolo_labelled(plain), D.yolo_labelled(marked)), D.yolo_labelled(marked)
+assert D.yolo_labelled(marked).shape == (2, 5)
+print("labels with a byte-order mark ok")
+EOF
 # --edge-weight (swept 2026-12-05): the peaks of boxes at the picture's edge, and only those, weigh more
 # in the heat map's loss
 check detector_edge_weight "$PY" - "$HERE" <<'EOF'
