@@ -9,13 +9,28 @@ use std::path::Path;
 const BYTE_ORDER_MARK: char = '\u{feff}';
 
 /// The file's text, without a leading byte-order mark; line and column numbers of errors in it
-/// are then those an editor shows.
+/// are then those an editor shows. Text that is not UTF-8 is refused with what it is instead
+/// (UTF-16, as "Unicode" in Windows Notepad) or the line of its first byte that is not UTF-8.
 pub fn read(path: &Path) -> std::io::Result<String> {
-    let mut text = std::fs::read_to_string(path)?;
+    let bytes = std::fs::read(path)?;
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(not_utf8("saved as UTF-16 text; save it as UTF-8".into()));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        not_utf8(format!(
+            "line {line} is not UTF-8 text; save the file as UTF-8"
+        ))
+    })?;
     if text.starts_with(BYTE_ORDER_MARK) {
         text.drain(..BYTE_ORDER_MARK.len_utf8());
     }
     Ok(text)
+}
+
+fn not_utf8(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
 
 #[cfg(test)]
@@ -35,5 +50,26 @@ mod tests {
             std::fs::write(&file, written).unwrap();
             assert_eq!(read(&file).unwrap(), read_back);
         }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_says_what_it_is_or_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("board.ron");
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("(\n".bytes().flat_map(|b| [b, 0]))
+            .collect();
+        std::fs::write(&file, utf16).unwrap();
+        let e = read(&file).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("UTF-16"), "{e}");
+        // Latin-1: "µm" on the third line
+        std::fs::write(&file, b"(\n  name: \"a\",\n  // 0.1 \xB5m\n)").unwrap();
+        let e = read(&file).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3 is not UTF-8 text; save the file as UTF-8"
+        );
     }
 }

@@ -931,6 +931,17 @@ fn profiles_manifests_and_labels_saved_with_a_byte_order_mark_and_crlf_are_read(
     let out = marrowscope(&["check", "--board", board.to_str().unwrap()]);
     let first = profile.lines().position(|l| l.starts_with('(')).unwrap() + 1;
     assert_one_line_error(&out, &format!("board.ron:{first}:1:"));
+    // Saved as UTF-16 ("Unicode" in Windows Notepad): refused with what it is.
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(profile.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(&board, utf16).unwrap();
+    let out = marrowscope(&["check", "--board", board.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "board.ron: cannot read board profile: saved as UTF-16 text",
+    );
 
     // YOLO label files of real frames: scored as the same files without the mark.
     let Some(data) = data() else { return };
