@@ -26,6 +26,22 @@ pub enum EvalError {
     },
 }
 
+/// Checks, before any work, that `path`, given as `what` (e.g. "--labels, the label files"), is a
+/// folder: a missing one or a file is named as such, not as an OS error on the first file inside it.
+pub fn require_folder(path: &Path, what: &str) -> Result<(), EvalError> {
+    let message = if path.is_dir() {
+        return Ok(());
+    } else if path.exists() {
+        format!("a file, not a folder: {what} must be a folder")
+    } else {
+        format!("no such folder ({what})")
+    };
+    Err(EvalError::Data {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
 /// Class folders under a root: (class code, image files found recursively), sorted by code.
 /// Accepts both `ROOT/CODE/*.jpg` and the published Matek layout `ROOT/CODE/<range>/*.jpg`.
 pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, EvalError> {
@@ -33,6 +49,7 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, EvalErr
         path: root.display().to_string(),
         message,
     };
+    require_folder(root, "--data, one folder per class code")?;
     let entries = std::fs::read_dir(root).map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
     for entry in entries.flatten() {

@@ -701,6 +701,8 @@ fn detect_eval_cmd(
     let Some(format) = LabelFormat::parse(format) else {
         bail!("unknown label format {format:?}: use yolo or voc");
     };
+    eval::require_folder(images, "--images, the frames")?;
+    eval::require_folder(labels, "--labels, the label files")?;
     if let Some(dir) = &annotate {
         pipeline::prepare_annotate_dir(dir)?;
     }

@@ -198,9 +198,14 @@ impl ReplaySource {
     /// One image file.
     pub fn file(path: &Path) -> Result<ReplaySource, SourceError> {
         if !path.is_file() {
+            let message = if path.is_dir() {
+                "a folder, not an image file: replay a folder with dir:PATH"
+            } else {
+                "no such image file"
+            };
             return Err(SourceError::Open {
                 path: path.display().to_string(),
-                message: "no such image file".into(),
+                message: message.into(),
             });
         }
         Ok(Self::new(
@@ -215,6 +220,11 @@ impl ReplaySource {
             path: path.display().to_string(),
             message,
         };
+        if path.is_file() {
+            return Err(open_err(
+                "a file, not a folder: replay one picture with file:PATH".into(),
+            ));
+        }
         let entries = std::fs::read_dir(path).map_err(|e| open_err(e.to_string()))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -589,6 +599,29 @@ mod tests {
         let e = SourceSpec::parse("virtual:x").unwrap_err().to_string();
         assert!(e.contains("SEED is a whole number"), "{e}");
         assert!(SourceSpec::parse("dir:").is_err());
+    }
+
+    #[test]
+    fn a_folder_given_as_a_file_or_a_file_as_a_folder_says_which_to_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = dir.path().join("frame.png");
+        test_picture().save(&picture).unwrap();
+        let e = ReplaySource::file(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.ends_with("a folder, not an image file: replay a folder with dir:PATH"),
+            "{e}"
+        );
+        let e = ReplaySource::dir(&picture).err().unwrap().to_string();
+        assert!(
+            e.ends_with("a file, not a folder: replay one picture with file:PATH"),
+            "{e}"
+        );
+        let e = ReplaySource::file(&dir.path().join("gone.png"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.ends_with("no such image file"), "{e}");
+        assert!(ReplaySource::file(&picture).is_ok() && ReplaySource::dir(dir.path()).is_ok());
     }
 
     /// A 4x2 picture with a different colour in every pixel.

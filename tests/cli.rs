@@ -688,6 +688,42 @@ fn eval_with_no_readable_crop_is_an_error_not_a_score() {
 }
 
 #[test]
+fn a_file_or_a_missing_folder_where_a_folder_goes_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let picture = tmp.path().join("f.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([220, 200, 210]))
+        .save(&picture)
+        .unwrap();
+    let missing = tmp.path().join("labels");
+    let out = detect_eval(&picture, tmp.path(), "yolo", &[]);
+    assert_one_line_error(
+        &out,
+        "f.png: a file, not a folder: --images, the frames must be",
+    );
+    let out = detect_eval(tmp.path(), &missing, "yolo", &[]);
+    assert_one_line_error(&out, "labels: no such folder (--labels, the label files)");
+    let out = marrowscope(&["eval", "--data", picture.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "f.png: a file, not a folder: --data, one folder per class code",
+    );
+    let (dir, file) = (tmp.path().to_str().unwrap(), picture.to_str().unwrap());
+    for (source, said) in [
+        (
+            format!("dir:{file}"),
+            "a file, not a folder: replay one picture with file:PATH",
+        ),
+        (
+            format!("file:{dir}"),
+            "a folder, not an image file: replay a folder with dir:PATH",
+        ),
+    ] {
+        let out = marrowscope(&["run", "--source", &source, "--frames", "1"]);
+        assert_one_line_error(&out, said);
+    }
+}
+
+#[test]
 fn every_board_profile_checks() {
     for entry in std::fs::read_dir(repo().join("board")).unwrap().flatten() {
         let path = entry.path();
