@@ -367,7 +367,55 @@ pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
 /// object of another class whose box cannot be read is left out (it only marks where the
 /// annotation contradicts itself), with a debug log line.
 pub fn read_voc(path: &Path) -> Result<ExpertBoxes, EvalError> {
+    voc_boxes(path, &read_label_file(path)?)
+}
+
+/// Every box of the Pascal VOC annotation of a `width` × `height` frame (as [`read_voc`]). An
+/// annotation whose `<size>` gives another size is refused at its `<size>`: its boxes are in the
+/// pixels of the picture annotated, so in a frame resized since, every box would be elsewhere and
+/// every score wrong.
+pub fn read_voc_of_frame(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, EvalError> {
     let text = read_label_file(path)?;
+    check_voc_size(path, &text, (width, height))?;
+    voc_boxes(path, &text)
+}
+
+fn check_voc_size(path: &Path, text: &str, frame: (u32, u32)) -> Result<(), EvalError> {
+    let Some(at) = text.find("<size>") else {
+        return Ok(());
+    };
+    let size = text[at..].split("</size>").next().unwrap_or("");
+    let side = |name| tag(size, name).and_then(|v| v.trim().parse::<u32>().ok());
+    let (Some(width), Some(height)) = (side("width"), side("height")) else {
+        return Ok(());
+    };
+    if (width, height) == frame || (width, height) == (0, 0) {
+        return Ok(());
+    }
+    Err(label_error_at(
+        path,
+        text,
+        at,
+        format!(
+            "annotated on a {width} × {height} picture, but its frame is {} × {}: \
+             resized since? VOC boxes are in the annotated picture's pixels",
+            frame.0, frame.1
+        ),
+    ))
+}
+
+/// A label error at byte `at` of `text`, with its line and column.
+fn label_error_at(path: &Path, text: &str, at: usize, message: String) -> EvalError {
+    let before = &text[..at];
+    EvalError::Label {
+        path: path.display().to_string(),
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().unwrap_or("").chars().count() + 1,
+        message,
+    }
+}
+
+fn voc_boxes(path: &Path, text: &str) -> Result<ExpertBoxes, EvalError> {
     if !text.contains("<annotation") {
         return Err(EvalError::Data {
             path: path.display().to_string(),
@@ -381,9 +429,9 @@ pub fn read_voc(path: &Path) -> Result<ExpertBoxes, EvalError> {
         from = at + "<object>".len();
         let object = text[from..].split("</object>").next().unwrap_or("");
         if tag(object, "name").map(str::trim) == Some("WBC") {
-            boxes.wbc.push(voc_box(path, &text, at, object)?);
+            boxes.wbc.push(voc_box(path, text, at, object)?);
         } else {
-            match voc_box(path, &text, at, object) {
+            match voc_box(path, text, at, object) {
                 Ok(b) => boxes.other.push(b),
                 Err(e) => log::debug!("left out of the label check (not a WBC object): {e}"),
             }
@@ -394,13 +442,7 @@ pub fn read_voc(path: &Path) -> Result<ExpertBoxes, EvalError> {
 
 /// The box of one object (`object` is its text, which starts at byte `at` of `text`).
 fn voc_box(path: &Path, text: &str, at: usize, object: &str) -> Result<BoxPx, EvalError> {
-    let before = &text[..at];
-    let bad = |message: String| EvalError::Label {
-        path: path.display().to_string(),
-        line: before.matches('\n').count() + 1,
-        column: before.rsplit('\n').next().unwrap_or("").chars().count() + 1,
-        message,
-    };
+    let bad = |message: String| label_error_at(path, text, at, message);
     let coord = |t: &str| -> Result<f32, EvalError> {
         tag(object, t)
             .and_then(|v| v.trim().parse::<f32>().ok())
@@ -1219,6 +1261,23 @@ mod tests {
             e.ends_with("v.xml:2:3: WBC object without a numeric <ymax>"),
             "{e}"
         );
+        // The annotated picture's size, where given, must be the frame's.
+        let size = "<size>\n<width>640</width>\n<height>480</height>\n</size>";
+        let sized = format!(
+            "<annotation>\n  {size}\n{}</annotation>\n",
+            object("WBC", whole)
+        );
+        std::fs::write(&voc, sized).unwrap();
+        assert_eq!(read_voc_of_frame(&voc, 640, 480).unwrap().wbc.len(), 1);
+        assert_eq!(read_voc(&voc).unwrap().wbc.len(), 1);
+        let e = read_voc_of_frame(&voc, 320, 240).unwrap_err().to_string();
+        assert!(
+            e.ends_with("v.xml:2:3: annotated on a 640 × 480 picture, but its frame is 320 × 240: resized since? VOC boxes are in the annotated picture's pixels"),
+            "{e}"
+        );
+        let without_size = format!("<annotation>\n{}</annotation>\n", object("WBC", whole));
+        std::fs::write(&voc, without_size).unwrap();
+        assert_eq!(read_voc_of_frame(&voc, 320, 240).unwrap().wbc.len(), 1);
         std::fs::write(&voc, "0 0.5 0.5 0.2 0.2\n").unwrap();
         let e = read_voc_wbc(&voc).unwrap_err().to_string();
         assert!(

@@ -737,7 +737,11 @@ fn detect_eval_cmd(
                 frame.width(),
                 frame.height(),
             )?,
-            LabelFormat::Voc => eval::read_voc(&labels.join(format!("{stem}.xml")))?,
+            LabelFormat::Voc => eval::read_voc_of_frame(
+                &labels.join(format!("{stem}.xml")),
+                frame.width(),
+                frame.height(),
+            )?,
         };
         let truth = &expert.wbc;
         let loc = localizer.localize(&frame, um);

@@ -1024,6 +1024,19 @@ fn labels_that_cannot_be_right_name_file_line_and_column() {
     .unwrap();
     let out = detect_eval_voc(&images, &labels, &[]);
     assert_one_line_error(&out, "f.xml:2:2: WBC box has no area");
+    // annotated on the 640 × 480 original of a frame resized to 64 × 48 since
+    let whole = object.replace("<xmin>9<", "<xmin>1<");
+    let size = "<size><width>640</width><height>480</height><depth>3</depth></size>";
+    std::fs::write(
+        labels.join("f.xml"),
+        format!("<annotation>\n {size}\n {whole}\n</annotation>"),
+    )
+    .unwrap();
+    let out = detect_eval_voc(&images, &labels, &[]);
+    assert_one_line_error(
+        &out,
+        "f.xml:2:2: annotated on a 640 × 480 picture, but its frame is 64 × 48",
+    );
 }
 
 #[test]
