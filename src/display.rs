@@ -333,12 +333,7 @@ impl Display for PngDisplay {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let tmp = self.path.with_extension("png.tmp");
-        self.canvas
-            .image
-            .save_with_format(&tmp, image::ImageFormat::Png)
-            .map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))
+        crate::report::save_png(&self.path, &self.canvas.image).map_err(|e| err(e.message))
     }
 }
 

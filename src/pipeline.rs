@@ -559,11 +559,7 @@ pub fn prepare_annotate_dir(dir: &Path) -> Result<(), ReportError> {
 /// Saves a picture into `dir` (made when missing) as `file`.
 fn save_png(dir: &Path, file: &str, image: &RgbImage) -> Result<(), ReportError> {
     prepare_annotate_dir(dir)?;
-    let path = dir.join(file);
-    image.save(&path).map_err(|e| ReportError {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    report::save_png(&dir.join(file), image)
 }
 
 /// The frame with every localized cell boxed: green when complete (classified), amber when cut by

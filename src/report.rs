@@ -119,7 +119,7 @@ pub fn store_crop(
         STORED_CROP,
         imageops::FilterType::Triangle,
     );
-    small.save(&path).map_err(|e| report_err(&path, e))?;
+    save_png(&path, &small)?;
     Ok(path)
 }
 
@@ -152,24 +152,47 @@ pub fn write_report(dir: &Path, tally: &Tally, diff: &Differential) -> Result<()
     };
     let Ok(()) = draw_count_screen(&mut canvas, tally, &status);
     let summary = dir.join("summary.png");
-    canvas
-        .image
-        .save(&summary)
-        .map_err(|e| report_err(&summary, e))
+    save_png(&summary, &canvas.image)
 }
 
-/// Writes a file through a temporary name so a crash or a full disk never leaves half a report.
+/// Writes a file through a temporary name so a crash or a full disk never leaves half a report;
+/// on the storage too (synced) before it takes the file's name.
 fn write_atomic(
     path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), ReportError> {
+    write_via_temporary(path, true, fill)
+}
+
+/// Saves a picture as PNG through a temporary name, so that a full disk (an SD card filling up in
+/// the field) leaves no half-written picture under the name, only the error. Not synced: pictures
+/// are evidence beside the journal, which holds the count, and a sync per crop would stall the
+/// live loop on slow cards.
+pub fn save_png(path: &Path, image: &RgbImage) -> Result<(), ReportError> {
+    write_via_temporary(path, false, |w| {
+        image
+            .write_to(w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })
+}
+
+fn write_via_temporary(
+    path: &Path,
+    sync: bool,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {
     let tmp = path.with_extension("tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| report_err(&tmp, e))?;
     let mut w = std::io::BufWriter::new(file);
-    let result = fill(&mut w)
-        .and_then(|_| w.flush())
-        .and_then(|_| w.get_ref().sync_all());
+    let result = fill(&mut w).and_then(|_| w.flush()).and_then(|_| {
+        if sync {
+            w.get_ref().sync_all()
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = result {
+        drop(w);
         let _ = std::fs::remove_file(&tmp);
         return Err(report_err(path, e));
     }
@@ -208,7 +231,7 @@ fn write_crop_sheets(dir: &Path, tally: &Tally) -> Result<(), ReportError> {
             );
         }
         let path = sheets.join(format!("{class}.png"));
-        sheet.save(&path).map_err(|e| report_err(&path, e))?;
+        save_png(&path, &sheet)?;
     }
     Ok(())
 }
@@ -219,7 +242,41 @@ fn find_crop(crops: &Path, id: u64) -> Option<RgbImage> {
     let entries = std::fs::read_dir(crops).ok()?;
     entries
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .and_then(|e| image::open(e.path()).ok())
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".png")
+        })
+        .and_then(|p| image::open(p).ok())
         .map(|i| i.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_picture_that_cannot_be_written_whole_leaves_no_file_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000005_LYT.png");
+        // A write that fails half-way, as on a full disk: nothing under the name, no temporary.
+        let e = write_via_temporary(&path, false, |w| {
+            w.write_all(&[0x89, b'P', b'N', b'G'])?;
+            w.flush()?;
+            Err(std::io::Error::other("No space left on device"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: cannot write: No space left on device", path.display())
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A picture already there stays whole when its replacement fails.
+        let picture = RgbImage::from_pixel(3, 2, Rgb([10, 20, 30]));
+        save_png(&path, &picture).unwrap();
+        let failed = write_via_temporary(&path, true, |_| Err(std::io::Error::other("full")));
+        assert!(failed.is_err());
+        assert_eq!(image::open(&path).unwrap().to_rgb8(), picture);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }
