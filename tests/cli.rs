@@ -691,9 +691,7 @@ fn eval_with_no_readable_crop_is_an_error_not_a_score() {
 fn a_file_or_a_missing_folder_where_a_folder_goes_is_named_as_such() {
     let tmp = tempfile::tempdir().unwrap();
     let picture = tmp.path().join("f.png");
-    image::RgbImage::from_pixel(64, 48, image::Rgb([220, 200, 210]))
-        .save(&picture)
-        .unwrap();
+    save_flat_picture(&picture, (64, 48), [220, 200, 210]);
     let missing = tmp.path().join("labels");
     let out = detect_eval(&picture, tmp.path(), "yolo", &[]);
     assert_one_line_error(
@@ -796,6 +794,8 @@ fn annotating_or_reporting_into_a_file_is_refused_before_the_first_frame() {
     std::fs::write(&file, b"not a folder").unwrap();
     let report = tmp.path().join("report");
     let annotate = file.to_str().unwrap();
+    // Its frames folder holds notes.png, which no decoder reads: refused before it is read.
+    let frames = tmp.path().to_str().unwrap();
     let runs: [&[&str]; 2] = [
         &[
             "run",
@@ -809,9 +809,9 @@ fn annotating_or_reporting_into_a_file_is_refused_before_the_first_frame() {
         &[
             "detect-eval",
             "--images",
-            "no-such-folder",
+            frames,
             "--labels",
-            "no-such-folder",
+            frames,
             "--format",
             "yolo",
             "--annotate",
@@ -838,9 +838,7 @@ fn annotating_or_reporting_into_a_file_is_refused_before_the_first_frame() {
 fn missing_model_is_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
     let crop = tmp.path().join("c.png");
-    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 100, 150]))
-        .save(&crop)
-        .unwrap();
+    save_flat_picture(&crop, (64, 64), [200, 100, 150]);
     let out = marrowscope(&[
         "classify",
         "--model",
@@ -864,9 +862,7 @@ fn model_with_wrong_hash_is_refused() {
     let m = tmp.path().join("m.ron");
     std::fs::write(&m, manifest_text).unwrap();
     let crop = tmp.path().join("c.png");
-    image::RgbImage::from_pixel(64, 64, image::Rgb([200, 100, 150]))
-        .save(&crop)
-        .unwrap();
+    save_flat_picture(&crop, (64, 64), [200, 100, 150]);
     let out = marrowscope(&[
         "classify",
         "--model",
@@ -1008,9 +1004,7 @@ fn labels_that_cannot_be_right_name_file_line_and_column() {
     let (images, labels) = (tmp.path().join("images"), tmp.path().join("labels"));
     std::fs::create_dir_all(&images).unwrap();
     std::fs::create_dir_all(&labels).unwrap();
-    image::RgbImage::from_pixel(64, 48, image::Rgb([220, 200, 210]))
-        .save(images.join("f.png"))
-        .unwrap();
+    save_flat_picture(&images.join("f.png"), (64, 48), [220, 200, 210]);
     // YOLO boxes in pixels instead of fractions of the frame
     std::fs::write(labels.join("f.txt"), "0 0.5 0.5 0.1 0.1\n0 32 24 10 10\n").unwrap();
     let out = detect_eval(&images, &labels, "yolo", &[]);

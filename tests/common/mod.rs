@@ -113,6 +113,13 @@ pub fn write_board(dir: &Path, um_per_px: f32, report: &Path) -> PathBuf {
     path
 }
 
+/// Saves a picture of one colour, `size` (width, height), at `path` (format from its extension).
+pub fn save_flat_picture(path: &Path, size: (u32, u32), rgb: [u8; 3]) {
+    image::RgbImage::from_pixel(size.0, size.1, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
 /// Copies the first `n` files of a folder (sorted) into `dest`.
 pub fn copy_first(src: &Path, dest: &Path, n: usize) -> Vec<PathBuf> {
     std::fs::create_dir_all(dest).unwrap();
