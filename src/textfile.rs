@@ -8,13 +8,22 @@ use std::path::Path;
 /// The byte-order mark as it is decoded from UTF-8.
 const BYTE_ORDER_MARK: char = '\u{feff}';
 
+/// How far into a file a NUL byte marks it as binary, not text (as git decides).
+const BINARY_SNIFF: usize = 8000;
+
 /// The file's text, without a leading byte-order mark; line and column numbers of errors in it
 /// are then those an editor shows. Text that is not UTF-8 is refused with what it is instead
-/// (UTF-16, as "Unicode" in Windows Notepad) or the line of its first byte that is not UTF-8.
+/// (UTF-16, as "Unicode" in Windows Notepad; a binary file such as a picture) or the line of its
+/// first byte that is not UTF-8.
 pub fn read(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(not_utf8("saved as UTF-16 text; save it as UTF-8".into()));
+    }
+    if bytes.iter().take(BINARY_SNIFF).any(|&b| b == 0) {
+        return Err(not_utf8(
+            "not a text file (a picture or another binary file?)".into(),
+        ));
     }
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -70,6 +79,17 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "line 3 is not UTF-8 text; save the file as UTF-8"
+        );
+        // A picture given where a profile goes (a PNG's signature and header hold NUL bytes).
+        let mut png = Vec::new();
+        image::RgbImage::new(2, 2)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(&file, png).unwrap();
+        let e = read(&file).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not a text file (a picture or another binary file?)"
         );
     }
 }
