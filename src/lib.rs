@@ -4,7 +4,8 @@
 //! `source` (camera, replay, virtual slide; `reconnect` reopens a lost camera) → `localize` (white cells and their crops) →
 //! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
 //! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
-//! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop, `textfile` reads the text files a user edits.
+//! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop,
+//! `textfile` reads the text files a user edits.
 
 pub mod bench;
 pub mod classify;
