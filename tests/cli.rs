@@ -1010,23 +1010,17 @@ fn labels_that_cannot_be_right_name_file_line_and_column() {
     let out = detect_eval(&images, &labels, "yolo", &[]);
     assert_one_line_error(&out, "f.txt:2:3: cx 32 is outside 0..1");
     // a VOC white cell whose corners enclose nothing
+    let voc_eval = |annotation: &str| {
+        std::fs::write(labels.join("f.xml"), annotation).unwrap();
+        detect_eval_voc(&images, &labels, &[])
+    };
     let object = "<object><name>WBC</name><bndbox><xmin>9</xmin><ymin>2</ymin><xmax>3</xmax><ymax>8</ymax></bndbox></object>";
-    std::fs::write(
-        labels.join("f.xml"),
-        format!("<annotation>\n {object}\n</annotation>"),
-    )
-    .unwrap();
-    let out = detect_eval_voc(&images, &labels, &[]);
+    let out = voc_eval(&format!("<annotation>\n {object}\n</annotation>"));
     assert_one_line_error(&out, "f.xml:2:2: WBC box has no area");
     // annotated on the 640 × 480 original of a frame resized to 64 × 48 since
     let whole = object.replace("<xmin>9<", "<xmin>1<");
     let size = "<size><width>640</width><height>480</height><depth>3</depth></size>";
-    std::fs::write(
-        labels.join("f.xml"),
-        format!("<annotation>\n {size}\n {whole}\n</annotation>"),
-    )
-    .unwrap();
-    let out = detect_eval_voc(&images, &labels, &[]);
+    let out = voc_eval(&format!("<annotation>\n {size}\n {whole}\n</annotation>"));
     assert_one_line_error(
         &out,
         "f.xml:2:2: annotated on a 640 × 480 picture, but its frame is 64 × 48",
