@@ -74,6 +74,27 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, EvalErr
     Ok(out)
 }
 
+/// Names each class folder by the model's class code when they differ only in letter case or
+/// surrounding spaces (`lyt` for `LYT`), so that its crops are scored, not counted as a class the
+/// model does not know. Other names are kept as they are.
+pub fn spell_as_model(
+    folders: Vec<(String, Vec<PathBuf>)>,
+    classes: &[String],
+) -> Vec<(String, Vec<PathBuf>)> {
+    folders
+        .into_iter()
+        .map(
+            |(code, files)| match classes.iter().find(|c| c.eq_ignore_ascii_case(code.trim())) {
+                Some(class) if *class != code => {
+                    log::info!("class folder {code:?} is scored as class {class}");
+                    (class.clone(), files)
+                }
+                _ => (code, files),
+            },
+        )
+        .collect()
+}
+
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -881,6 +902,18 @@ mod tests {
         // Nothing counted: every score 0, not the empty sum's -0 ("-0.0000" in the text line).
         let r = ConfusionCounter::default().report(&["BLA".into()], vec![]);
         assert_eq!(r.macro_f1.to_bits(), 0.0f64.to_bits());
+    }
+
+    #[test]
+    fn class_folders_differing_from_the_model_only_in_case_take_its_spelling() {
+        let classes = ["BLA".to_string(), "LYT".to_string()];
+        let folders = ["lyt", " Bla ", "BLA", "XYZ", "ly"]
+            .map(|code| (code.to_string(), vec![PathBuf::from(code)]));
+        let spelled: Vec<String> = spell_as_model(folders.to_vec(), &classes)
+            .into_iter()
+            .map(|(code, _)| code)
+            .collect();
+        assert_eq!(spelled, ["LYT", "BLA", "BLA", "XYZ", "ly"]);
     }
 
     #[test]

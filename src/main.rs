@@ -618,7 +618,7 @@ fn eval_cmd(
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
-    let folders = eval::class_folders(data)?;
+    let folders = eval::spell_as_model(eval::class_folders(data)?, &classifier.manifest().classes);
     let sample: Vec<image::RgbImage> = folders
         .iter()
         .flat_map(|(_, files)| files.iter().step_by((files.len() / 12).max(1)).take(12))

@@ -16,6 +16,14 @@ use thiserror::Error;
 pub enum SourceError {
     #[error("unknown source {0:?}: use v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED")]
     UnknownSpec(String),
+    #[error("unknown source {spec:?}: that is a {what}; replay it with {suggestion}")]
+    BarePath {
+        spec: String,
+        what: &'static str,
+        suggestion: String,
+    },
+    #[error("source {0:?} gives nothing after the colon, e.g. {1}")]
+    Incomplete(String, &'static str),
     #[error(
         "source {0:?}: the virtual slide's SEED is a whole number (0 or more), e.g. virtual:1"
     )]
@@ -99,22 +107,57 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// Reads `KIND:REST`. The kind is read in any case (`DIR:` as `dir:`) and spaces around the
+    /// rest are dropped (`dir: frames`); a bare path that exists is named with the spec to use.
     pub fn parse(spec: &str) -> Result<SourceSpec, SourceError> {
-        let unknown = || SourceError::UnknownSpec(spec.to_string());
-        let (kind, rest) = spec.split_once(':').ok_or_else(unknown)?;
+        let Some((kind, rest)) = spec.split_once(':') else {
+            return Err(bare_path_error(spec));
+        };
+        let (kind, rest) = (kind.to_ascii_lowercase(), rest.trim());
+        let Some(example) = spec_example(&kind) else {
+            return Err(bare_path_error(spec));
+        };
         if rest.is_empty() {
-            return Err(unknown());
+            return Err(SourceError::Incomplete(spec.to_string(), example));
         }
-        match kind {
-            "v4l" => Ok(SourceSpec::V4l(rest.into())),
-            "dir" => Ok(SourceSpec::Dir(rest.into())),
-            "file" => Ok(SourceSpec::File(rest.into())),
-            "virtual" => rest
+        Ok(match kind.as_str() {
+            "v4l" => SourceSpec::V4l(rest.into()),
+            "dir" => SourceSpec::Dir(rest.into()),
+            "file" => SourceSpec::File(rest.into()),
+            _ => rest
                 .parse()
                 .map(SourceSpec::Virtual)
-                .map_err(|_| SourceError::BadSeed(spec.to_string())),
-            _ => Err(unknown()),
-        }
+                .map_err(|_| SourceError::BadSeed(spec.to_string()))?,
+        })
+    }
+}
+
+/// A whole spec of a known kind (lower case), for messages; `None` for an unknown kind.
+fn spec_example(kind: &str) -> Option<&'static str> {
+    match kind {
+        "v4l" => Some("v4l:/dev/video0"),
+        "dir" => Some("dir:/home/lab/frames"),
+        "file" => Some("file:/home/lab/frame.png"),
+        "virtual" => Some("virtual:1"),
+        _ => None,
+    }
+}
+
+/// The error for a spec with no known kind: a path that exists (a folder or picture given without
+/// `dir:`/`file:`, or `C:\frames` read as kind `C`) is named with the spec that replays it.
+fn bare_path_error(spec: &str) -> SourceError {
+    let path = Path::new(spec);
+    let (what, kind) = if path.is_dir() {
+        ("folder", "dir")
+    } else if is_image_file(path) {
+        ("picture", "file")
+    } else {
+        return SourceError::UnknownSpec(spec.to_string());
+    };
+    SourceError::BarePath {
+        spec: spec.to_string(),
+        what,
+        suggestion: format!("{kind}:{spec}"),
     }
 }
 
@@ -224,6 +267,9 @@ impl ReplaySource {
             return Err(open_err(
                 "a file, not a folder: replay one picture with file:PATH".into(),
             ));
+        }
+        if !path.exists() {
+            return Err(open_err("no such folder".into()));
         }
         let entries = std::fs::read_dir(path).map_err(|e| open_err(e.to_string()))?;
         let mut files: Vec<PathBuf> = entries
@@ -487,6 +533,31 @@ impl PixelFormat {
     }
 }
 
+/// Checks a camera path before it is opened: a path that is not there (camera unplugged, wrong
+/// number) or that is a file or folder rather than a device is named as such.
+pub fn check_camera_path(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+            "no such camera device: is the camera plugged in? `ls /dev/video*` lists the cameras"
+                .into(),
+        ),
+        Ok(m) if m.is_dir() || m.is_file() => {
+            Err("not a camera device: V4L2 cameras are /dev/videoN".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why a camera device could not be opened: a device the user may not read (not in the `video`
+/// group) is named with the fix; other errors are passed on as they are.
+pub fn camera_open_message(error: &std::io::Error) -> String {
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        "permission denied: add the user to the `video` group (then log in again)".into()
+    } else {
+        format!("cannot open: {error}")
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub use camera::V4lCamera;
 
@@ -521,10 +592,11 @@ mod camera {
                 device: device.clone(),
                 message,
             };
-            let dev = Device::with_path(path).map_err(|e| err(format!("cannot open: {e}")))?;
+            check_camera_path(path).map_err(err)?;
+            let dev = Device::with_path(path).map_err(|e| err(camera_open_message(&e)))?;
             let mut fmt = dev
                 .format()
-                .map_err(|e| err(format!("cannot query format: {e}")))?;
+                .map_err(|e| err(format!("cannot query format (not a V4L2 camera?): {e}")))?;
             fmt.width = cfg.width;
             fmt.height = cfg.height;
             let fourcc: [u8; 4] = cfg
@@ -598,7 +670,72 @@ mod tests {
         assert!(SourceSpec::parse("rtsp://cam").is_err());
         let e = SourceSpec::parse("virtual:x").unwrap_err().to_string();
         assert!(e.contains("SEED is a whole number"), "{e}");
-        assert!(SourceSpec::parse("dir:").is_err());
+        let e = SourceSpec::parse("dir:").unwrap_err().to_string();
+        assert!(
+            e.ends_with("gives nothing after the colon, e.g. dir:/home/lab/frames"),
+            "{e}"
+        );
+        let e = SourceSpec::parse("virtual: ").unwrap_err().to_string();
+        assert!(e.ends_with("e.g. virtual:1"), "{e}");
+    }
+
+    #[test]
+    fn spec_kinds_are_read_in_any_case_and_spaces_after_the_colon_are_dropped() {
+        assert_eq!(
+            SourceSpec::parse("DIR: /data/frames ").unwrap(),
+            SourceSpec::Dir("/data/frames".into())
+        );
+        assert_eq!(
+            SourceSpec::parse("File:a.png").unwrap(),
+            SourceSpec::File("a.png".into())
+        );
+        assert_eq!(
+            SourceSpec::parse("Virtual:3").unwrap(),
+            SourceSpec::Virtual(3)
+        );
+    }
+
+    #[test]
+    fn a_bare_folder_or_picture_is_named_with_the_spec_that_replays_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = dir.path().join("frame.png");
+        test_picture().save(&picture).unwrap();
+        let notes = dir.path().join("notes.txt");
+        std::fs::write(&notes, "x").unwrap();
+        let folder = dir.path().display().to_string();
+        let e = SourceSpec::parse(&folder).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!("a folder; replay it with dir:{folder}")),
+            "{e}"
+        );
+        let e = SourceSpec::parse(&picture.display().to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a picture; replay it with file:"), "{e}");
+        for other in [notes.display().to_string(), "rtsp://cam".into()] {
+            let e = SourceSpec::parse(&other).unwrap_err().to_string();
+            assert!(
+                e.ends_with("use v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_camera_path_that_is_missing_or_not_a_device_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("video0");
+        std::fs::write(&file, "").unwrap();
+        let missing = check_camera_path(&dir.path().join("video9")).unwrap_err();
+        assert!(missing.starts_with("no such camera device"), "{missing}");
+        for not_a_device in [dir.path(), file.as_path()] {
+            let e = check_camera_path(not_a_device).unwrap_err();
+            assert!(e.starts_with("not a camera device"), "{e}");
+        }
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(camera_open_message(&denied).contains("`video` group"));
+        let other = std::io::Error::from_raw_os_error(16);
+        assert!(camera_open_message(&other).starts_with("cannot open: "));
     }
 
     #[test]
@@ -621,6 +758,8 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.ends_with("no such image file"), "{e}");
+        let e = ReplaySource::dir(&dir.path().join("gone")).err().unwrap();
+        assert!(e.to_string().ends_with("gone: no such folder"), "{e}");
         assert!(ReplaySource::file(&picture).is_ok() && ReplaySource::dir(dir.path()).is_ok());
     }
 

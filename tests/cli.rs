@@ -656,8 +656,10 @@ fn a_crop_saved_as_png_bmp_or_tiff_gets_the_same_class() {
 fn eval_reports_the_contract_json_and_unknown_classes() {
     let Some(data) = data() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    for class in ["EOS", "LYT", "NGS"] {
-        copy_first(&data.join("marrow").join(class), &tmp.path().join(class), 6);
+    // A folder named in lower case is scored as the model's class of that code.
+    for class in ["eos", "LYT", "NGS"] {
+        let source = data.join("marrow").join(class.to_uppercase());
+        copy_first(&source, &tmp.path().join(class), 6);
     }
     // A class the model has never heard of: always wrong, and reported.
     copy_first(&data.join("marrow/BLA"), &tmp.path().join("XYZ"), 2);
@@ -672,7 +674,7 @@ fn eval_reports_the_contract_json_and_unknown_classes() {
     assert_eq!(v["classes"]["XYZ"]["recall"].as_f64(), Some(0.0));
     assert_eq!(v["classes"]["EOS"]["support"].as_u64(), Some(6));
     assert!(v["confusion"]["LYT"].is_object());
-    assert_eq!(v["unknown_classes"][0].as_str(), Some("XYZ"));
+    assert_eq!(v["unknown_classes"], serde_json::json!(["XYZ"]));
 }
 
 #[test]
@@ -714,6 +716,14 @@ fn a_file_or_a_missing_folder_where_a_folder_goes_is_named_as_such() {
         (
             format!("file:{dir}"),
             "a folder, not an image file: replay a folder with dir:PATH",
+        ),
+        (
+            dir.to_string(),
+            &format!("a folder; replay it with dir:{dir}"),
+        ),
+        (
+            format!("dir:{}", missing.display()),
+            "labels: no such folder",
         ),
     ] {
         let out = marrowscope(&["run", "--source", &source, "--frames", "1"]);
