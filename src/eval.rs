@@ -248,8 +248,9 @@ pub enum LabelFormat {
 }
 
 impl LabelFormat {
+    /// `yolo` or `voc`, in any letter case (`YOLO`, `VOC` as the formats are usually written).
     pub fn parse(s: &str) -> Option<LabelFormat> {
-        match s {
+        match s.trim().to_ascii_lowercase().as_str() {
             "yolo" => Some(LabelFormat::Yolo),
             "voc" => Some(LabelFormat::Voc),
             _ => None,
@@ -914,6 +915,14 @@ mod tests {
             .map(|(code, _)| code)
             .collect();
         assert_eq!(spelled, ["LYT", "BLA", "BLA", "XYZ", "ly"]);
+    }
+
+    #[test]
+    fn label_formats_are_read_in_any_case() {
+        for (given, format) in [("yolo", LabelFormat::Yolo), ("VOC", LabelFormat::Voc)] {
+            assert_eq!(LabelFormat::parse(given), Some(format));
+        }
+        assert_eq!(LabelFormat::parse("xml"), None);
     }
 
     #[test]

@@ -67,12 +67,16 @@ enum Command {
     Run(RunArgs),
     /// Classify single-cell crops: one line (or JSON object with --json) per image.
     Classify {
+        /// Crop pictures (JPEG, PNG, BMP or TIFF), one cell each.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// One JSON object per crop instead of a text line.
         #[arg(long)]
         json: bool,
+        /// Board profile (RON); default: the built-in desktop profile.
         #[arg(long)]
         board: Option<PathBuf>,
+        /// Model manifest (RON); default: the board profile's model.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Scale of the crops: `auto` (measured from red cells; crops without enough red cells are
@@ -82,12 +86,16 @@ enum Command {
     },
     /// Classifier metrics on a folder with one sub-folder of crops per class code.
     Eval {
+        /// Folder with one sub-folder of crops per class code (e.g. LYT/, BLA/).
         #[arg(long)]
         data: PathBuf,
+        /// The report as one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Board profile (RON); default: the built-in desktop profile.
         #[arg(long)]
         board: Option<PathBuf>,
+        /// Model manifest (RON); default: the board profile's model.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Scale of the crops: `auto` (measured from red cells across the set) or µm per pixel.
@@ -96,18 +104,22 @@ enum Command {
     },
     /// White-cell localization precision/recall/F1 at IoU >= 0.5 on labelled frames.
     DetectEval {
+        /// Folder of whole frames.
         #[arg(long)]
         images: PathBuf,
+        /// Folder of label files, one per frame with the frame's name (.txt for yolo, .xml for voc).
         #[arg(long)]
         labels: PathBuf,
-        /// yolo or voc.
+        /// Label format: yolo or voc (any letter case).
         #[arg(long)]
         format: String,
+        /// The report as one JSON object instead of text.
         #[arg(long)]
         json: bool,
         /// Micrometres per pixel of the frames (default: the profile's).
         #[arg(long, value_parser = scale::parse_um_per_px, allow_negative_numbers = true)]
         um_per_px: Option<f32>,
+        /// Board profile (RON); default: the built-in desktop profile.
         #[arg(long)]
         board: Option<PathBuf>,
         /// Write each frame with its found boxes drawn (those matching no expert box labelled FP, missed expert boxes in magenta) into this folder as <frame name>.png.
@@ -123,8 +135,10 @@ enum Command {
     },
     /// Timings and memory of each stage (one core); with --soak, the soak test instead.
     Bench {
+        /// The report as one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Board profile (RON); default: the built-in desktop profile.
         #[arg(long)]
         board: Option<PathBuf>,
         /// Model manifest (RON); default: the board profile's model.
@@ -159,10 +173,13 @@ enum Command {
         /// How many pans (seeds first_seed, first_seed+1, ...; at least 1).
         #[arg(long, default_value_t = 5, value_parser = parse_at_least_one, allow_negative_numbers = true)]
         seeds: u64,
+        /// Seed of the first pan.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
         first_seed: u64,
+        /// The report as one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Board profile (RON); default: the built-in desktop profile.
         #[arg(long)]
         board: Option<PathBuf>,
         /// Where the pans' reports go (default: a temporary folder, removed afterwards).
@@ -174,6 +191,7 @@ enum Command {
     },
     /// Parse and validate a board profile and the model it names.
     Check {
+        /// Board profile (RON) to check.
         #[arg(long)]
         board: PathBuf,
     },

@@ -161,6 +161,9 @@ fn bare_path_error(spec: &str) -> SourceError {
     }
 }
 
+/// What a picture path that is not there is called in errors.
+const NO_SUCH_IMAGE: &str = "no such image file";
+
 /// Image file extensions replay, `classify` and `detect-eval` accept (microscope software often saves
 /// TIFF, 8 or 16 bits a channel). Builds without the `tiff` feature (the boards') still list TIFF files,
 /// so that each gets a clear error rather than being passed over.
@@ -189,7 +192,10 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     }
     let reader = image::ImageReader::open(path).map_err(|e| SourceError::Open {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: match e.kind() {
+            std::io::ErrorKind::NotFound => NO_SUCH_IMAGE.into(),
+            _ => e.to_string(),
+        },
     })?;
     let reader = reader
         .with_guessed_format()
@@ -244,7 +250,7 @@ impl ReplaySource {
             let message = if path.is_dir() {
                 "a folder, not an image file: replay a folder with dir:PATH"
             } else {
-                "no such image file"
+                NO_SUCH_IMAGE
             };
             return Err(SourceError::Open {
                 path: path.display().to_string(),

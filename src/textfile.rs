@@ -14,8 +14,14 @@ const BINARY_SNIFF: usize = 8000;
 /// The file's text, without a leading byte-order mark; line and column numbers of errors in it
 /// are then those an editor shows. Text that is not UTF-8 is refused with what it is instead
 /// (UTF-16, as "Unicode" in Windows Notepad; a binary file such as a picture) or the line of its
-/// first byte that is not UTF-8.
+/// first byte that is not UTF-8; a folder is named as such.
 pub fn read(path: &Path) -> std::io::Result<String> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a folder, not a file",
+        ));
+    }
     let bytes = std::fs::read(path)?;
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(not_utf8("saved as UTF-16 text; save it as UTF-8".into()));
@@ -90,6 +96,10 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "not a text file (a picture or another binary file?)"
+        );
+        assert_eq!(
+            read(dir.path()).unwrap_err().to_string(),
+            "a folder, not a file"
         );
     }
 }

@@ -883,6 +883,19 @@ fn model_with_wrong_hash_is_refused() {
 }
 
 #[test]
+fn a_folder_or_a_missing_file_where_a_file_goes_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = marrowscope(&["check", "--board", dir]);
+    assert_one_line_error(&out, "cannot read board profile: a folder, not a file");
+    let out = marrowscope(&["classify", "--model", dir, dir]);
+    assert_one_line_error(&out, "a folder, not a file");
+    let missing = tmp.path().join("cell.png");
+    let out = marrowscope(&["classify", missing.to_str().unwrap()]);
+    assert_one_line_error(&out, "cell.png: no such image file");
+}
+
+#[test]
 fn missing_board_profile_names_the_cause_once() {
     let out = marrowscope(&["check", "--board", "/nonexistent/board.ron"]);
     assert_one_line_error(&out, "/nonexistent/board.ron: cannot read board profile");
