@@ -31,6 +31,8 @@ pub enum ClassifyError {
     },
     #[error("{path}: invalid manifest: {message}")]
     ManifestInvalid { path: String, message: String },
+    #[error("{path}: {what}")]
+    ManifestOfOtherModel { path: String, what: &'static str },
     #[error("{path}: cannot read model file: {source}")]
     ModelIo {
         path: String,
@@ -46,6 +48,12 @@ pub enum ClassifyError {
     },
     #[error("{path}: tract cannot load the model: {message}")]
     Load { path: String, message: String },
+    #[error("{path}: the model takes {declared} × {declared} px pictures, but its manifest's `input_size` is {manifest}")]
+    InputSize {
+        path: String,
+        declared: usize,
+        manifest: usize,
+    },
     #[error("model output has {got} classes but the manifest lists {expected}")]
     OutputShape { got: usize, expected: usize },
     #[error("inference failed: {0}")]
@@ -90,6 +98,14 @@ impl ModelManifest {
     fn check(&self) -> Result<(), String> {
         if self.classes.is_empty() {
             return Err("`classes` is empty".into());
+        }
+        if let Some(twice) = self
+            .classes
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| self.classes[..i].contains(c).then_some(c))
+        {
+            return Err(format!("`classes` lists {twice:?} twice"));
         }
         if !(16..=1024).contains(&self.input_size) {
             return Err(format!("`input_size` {} is out of range", self.input_size));
@@ -167,17 +183,36 @@ pub fn parse_manifest<T: serde::de::DeserializeOwned>(
     origin: &str,
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, ClassifyError> {
-    let manifest: T = ron::from_str(text).map_err(|e| ClassifyError::ManifestSyntax {
-        path: origin.to_string(),
-        line: e.span.start.line,
-        col: e.span.start.col,
-        message: e.code.to_string(),
+    let manifest: T = ron::from_str(text).map_err(|e| match other_models_manifest(text) {
+        Some(what) => ClassifyError::ManifestOfOtherModel {
+            path: origin.to_string(),
+            what,
+        },
+        None => ClassifyError::ManifestSyntax {
+            path: origin.to_string(),
+            line: e.span.start.line,
+            col: e.span.start.col,
+            message: e.code.to_string(),
+        },
     })?;
     check(&manifest).map_err(|message| ClassifyError::ManifestInvalid {
         path: origin.to_string(),
         message,
     })?;
     Ok(manifest)
+}
+
+/// For manifest text that is not the kind wanted but reads as the other kind (a detector's given
+/// where a classifier's goes, or the reverse), what it is and where it goes. `parse_manifest` asks
+/// only after its own kind failed, so a text that reads as a kind is the other one.
+fn other_models_manifest(text: &str) -> Option<&'static str> {
+    if ron::from_str::<ModelManifest>(text).is_ok() {
+        Some("a cell classifier's manifest, given where a detector's goes (--detector, or a profile's `detector`)")
+    } else if ron::from_str::<crate::detect::DetectorManifest>(text).is_ok() {
+        Some("a cell detector's manifest, given where a classifier's goes (--model, or a profile's `model`)")
+    } else {
+        None
+    }
 }
 
 /// The model file `file` beside a manifest, with its path; refused when its SHA-256 is not `sha256`.
@@ -214,13 +249,24 @@ impl Classifier {
         if batch > 1 {
             sizes.push(1);
         }
+        let load_err = |e: TractError| ClassifyError::Load {
+            path: shown.clone(),
+            message: format!("{e:#}"),
+        };
+        let model = read_model(&bytes).map_err(load_err)?;
+        match declared_input_side(&model) {
+            Some(declared) if declared != manifest.input_size => {
+                return Err(ClassifyError::InputSize {
+                    path: shown,
+                    declared,
+                    manifest: manifest.input_size,
+                })
+            }
+            _ => {}
+        }
         let mut plans = Vec::new();
         for b in sizes {
-            let plan =
-                build_plan(&bytes, b, manifest.input_size).map_err(|e| ClassifyError::Load {
-                    path: shown.clone(),
-                    message: format!("{e:#}"),
-                })?;
+            let plan = build_plan(model.clone(), b, manifest.input_size).map_err(load_err)?;
             plans.push((b, plan));
         }
         let classifier = Classifier {
@@ -364,10 +410,27 @@ impl Classifier {
     }
 }
 
-fn build_plan(bytes: &[u8], batch: usize, size: usize) -> TractResult<Plan> {
-    let mut reader = std::io::Cursor::new(bytes);
-    tract_onnx::onnx()
-        .model_for_read(&mut reader)?
+fn read_model(bytes: &[u8]) -> TractResult<InferenceModel> {
+    tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))
+}
+
+/// The side of the square pictures the model file fixes for its input (N × 3 × side × side), if
+/// it fixes one; a model exported with a free picture size gives `None`.
+fn declared_input_side(model: &InferenceModel) -> Option<usize> {
+    use tract_onnx::tract_hir::infer::Factoid;
+    let fact = model.input_fact(0).ok()?;
+    let side = |i: usize| {
+        let dim = fact.shape.dim(i)?;
+        usize::try_from(dim.concretize()?.to_i64().ok()?).ok()
+    };
+    match (fact.shape.rank().concretize(), side(2), side(3)) {
+        (Some(4), Some(h), Some(w)) if h == w => Some(h),
+        _ => None,
+    }
+}
+
+fn build_plan(model: InferenceModel, batch: usize, size: usize) -> TractResult<Plan> {
+    model
         .with_input_fact(0, f32::fact([batch, 3, size, size]).into())?
         .into_optimized()?
         .into_runnable()
@@ -402,5 +465,46 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    fn shipped(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name);
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_detectors_manifest_where_a_classifiers_goes_is_named_so_and_the_reverse() {
+        let (classifier, detector) = (shipped("marrow-int8.ron"), shipped("wbc-detector.ron"));
+        let e = ModelManifest::parse(&detector, "d.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "d.ron: a cell detector's manifest, given where a classifier's goes (--model"
+            ),
+            "{e}"
+        );
+        let e = crate::detect::DetectorManifest::parse(&classifier, "m.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "m.ron: a cell classifier's manifest, given where a detector's goes (--detector"
+            ),
+            "{e}"
+        );
+        // A misspelt field is still placed at its line and column.
+        let e = ModelManifest::parse(&classifier.replace("crop_um", "crop_mu"), "m.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.ron:8:5: Unexpected field named `crop_mu`"),
+            "{e}"
+        );
+        let checked = ModelManifest::parse(&classifier.replace("\"BAS\"", "\"ART\""), "m.ron");
+        let e = checked.unwrap_err().to_string();
+        assert_eq!(e, "m.ron: invalid manifest: `classes` lists \"ART\" twice");
     }
 }

@@ -883,6 +883,35 @@ fn model_with_wrong_hash_is_refused() {
 }
 
 #[test]
+fn a_manifest_that_does_not_fit_its_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest_text = std::fs::read_to_string(shipped_manifest()).unwrap();
+    let manifest = marrowscope::classify::ModelManifest::load(&shipped_manifest()).unwrap();
+    let onnx = repo().join("models").join(&manifest.file);
+    std::fs::copy(&onnx, tmp.path().join(&manifest.file)).unwrap();
+    let crop = tmp.path().join("c.png");
+    save_flat_picture(&crop, (64, 64), [200, 100, 150]);
+    let m = tmp.path().join("m.ron");
+    let classify_with = |text: String| {
+        std::fs::write(&m, text).unwrap();
+        marrowscope(&[
+            "classify",
+            "--model",
+            m.to_str().unwrap(),
+            crop.to_str().unwrap(),
+        ])
+    };
+    let out = classify_with(manifest_text.replace("input_size: 128", "input_size: 96"));
+    assert_one_line_error(
+        &out,
+        "the model takes 128 × 128 px pictures, but its manifest's `input_size` is 96",
+    );
+    let out = classify_with(manifest_text.replace("\"BAS\", \"BLA\"", "\"BLA\", \"BLA\""));
+    assert_one_line_error(&out, "invalid manifest: `classes` lists \"BLA\" twice");
+    assert!(classify_with(manifest_text).status.success());
+}
+
+#[test]
 fn a_folder_or_a_missing_file_where_a_file_goes_is_named_as_such() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_str().unwrap();
