@@ -315,7 +315,18 @@ impl BoardProfile {
                 format!("must be between 1 and {MAX_BATCH}"),
             ));
         }
-        if let DisplayConfig::Png { width, height, .. } = &self.display {
+        if let DisplayConfig::Png {
+            path,
+            width,
+            height,
+        } = &self.display
+        {
+            if !is_png_name(path) {
+                return Err(invalid(
+                    "display",
+                    format!("{path:?}: the screen snapshot is a PNG picture; name it so, e.g. \"screen.png\""),
+                ));
+            }
             if !(PNG_SIDES.contains(width) && PNG_SIDES.contains(height)) {
                 return Err(invalid(
                     "display",
@@ -436,6 +447,15 @@ impl BoardProfile {
     }
 }
 
+/// True for a file name ending in `.png` (any case), with a name before it.
+fn is_png_name(path: &str) -> bool {
+    let path = Path::new(path);
+    let named_png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    named_png && path.file_stem().is_some_and(|s| !s.is_empty())
+}
+
 /// Sides of a PNG count screen, pixels: from the SSD1306's 64 rows to a 4K monitor's width.
 const PNG_SIDES: std::ops::RangeInclusive<u32> = 64..=4096;
 
@@ -539,6 +559,9 @@ mod tests {
                 "width: 320, height: 20000",
                 "display",
             ),
+            ("path: \"screen.png\"", "path: \"\"", "display"),
+            ("path: \"screen.png\"", "path: \"screen.jpg\"", "display"),
+            ("path: \"screen.png\"", "path: \"snapshots/\"", "display"),
         ];
         for (from, to, field) in cases {
             assert!(DESKTOP_PROFILE.contains(from), "{from}");
@@ -557,6 +580,7 @@ mod tests {
             ("merge_um: 1.6", "merge_um: 0.0"),
             ("min_focus: 2.0", "min_focus: 0.0"),
             ("width: 320, height: 240", "width: 4096, height: 64"),
+            ("path: \"screen.png\"", "path: \"/media/usb/Screen.PNG\""),
         ] {
             let text = DESKTOP_PROFILE.replacen(from, to, 1);
             assert!(
