@@ -1015,6 +1015,12 @@ fn count_eval_cmd(
     detector: Option<PathBuf>,
 ) -> Result<()> {
     use marrowscope::counteval::{evaluate_pan, pool, PanResult};
+    let Some(last_seed) = first_seed.checked_add(seeds - 1) else {
+        bail!(
+            "--first-seed {first_seed} with --seeds {seeds} runs past the last seed, {}",
+            u64::MAX
+        );
+    };
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
     let detector = load_detector(detector)?;
@@ -1022,7 +1028,7 @@ fn count_eval_cmd(
     let work = report.clone().unwrap_or_else(|| temp.clone());
     let bar = indicatif::ProgressBar::new(seeds);
     let mut pans: Vec<PanResult> = Vec::new();
-    for seed in first_seed..first_seed + seeds {
+    for seed in first_seed..=last_seed {
         bar.set_message(format!("pan {seed}"));
         pans.push(evaluate_pan(
             &profile,

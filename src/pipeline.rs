@@ -117,6 +117,7 @@ pub fn run(
     let mut tracker =
         Tracker::new(TrackerConfig::default()).with_first_id(tally.max_id().map_or(0, |m| m + 1));
     let source_name = source.describe();
+    warn_of_another_source(&journal, resumed, &source_name);
     if let Some(place) = resume_place(&journal, source, &source_name)? {
         tracker = tracker.resuming_at(place.at.camera, place.counted);
     }
@@ -280,6 +281,19 @@ pub fn run(
     report::write_report(&opts.report_dir, &tally, &diff)?;
     summary.tally = tally;
     Ok(summary)
+}
+
+/// A count resumed from a journal of another source goes on adding to it (a camera's slides are
+/// one count), but replaying another folder into a report folder is more often a mistake: say so.
+fn warn_of_another_source(journal: &Journal, resumed: u64, source_name: &str) {
+    match tally::last_source(journal.replayed()) {
+        Some(last) if resumed > 0 && last != source_name => log::warn!(
+            "{}: its {resumed} cells were counted from {last}; this run adds the cells of \
+             {source_name} to them (give another --report folder to count another slide apart)",
+            journal.path().display()
+        ),
+        _ => {}
+    }
 }
 
 /// Where the journal left the count of this same source: the source is moved to the frame in which

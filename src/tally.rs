@@ -252,6 +252,11 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        if path.is_dir() {
+            return Err(io(std::io::Error::other(
+                "a folder, where the count journal file goes",
+            )));
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -359,6 +364,14 @@ pub fn resume_point(entries: &[Entry], source: &str) -> Option<ResumePoint> {
     Some(ResumePoint { at, counted })
 }
 
+/// The source the journal's last run counted from (its last start entry), if any.
+pub fn last_source(entries: &[Entry]) -> Option<&str> {
+    entries.iter().rev().find_map(|e| match e {
+        Entry::Start { source } => Some(source.as_str()),
+        _ => None,
+    })
+}
+
 /// Replays journal lines; returns the tally, the complete entries and their byte length.
 fn replay(
     file: &mut File,
@@ -370,31 +383,37 @@ fn replay(
     let mut reader = BufReader::new(&mut *file);
     let mut good_len = 0u64;
     let mut line_no = 0;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_line(&mut buf).map_err(|e| TallyError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        // Read as bytes: a write torn inside a multi-byte character (a source path such as
+        // "Müller/frames") is a torn tail like any other, not a text error.
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TallyError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         if n == 0 {
             break;
         }
         line_no += 1;
-        if !buf.ends_with('\n') {
+        if !buf.ends_with(b"\n") {
             // Torn final write: never acknowledged, so never counted.
             break;
-        }
-        if buf.trim().is_empty() {
-            good_len += n as u64;
-            continue;
         }
         let corrupt = |message: String| TallyError::Corrupt {
             path: path.display().to_string(),
             line: line_no,
             message,
         };
-        let entry: Entry = serde_json::from_str(buf.trim()).map_err(|e| corrupt(e.to_string()))?;
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| corrupt("not UTF-8 text (is this a count journal?)".into()))?;
+        if line.trim().is_empty() {
+            good_len += n as u64;
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(line.trim()).map_err(|e| corrupt(e.to_string()))?;
         tally.apply(&entry).map_err(|e| corrupt(e.to_string()))?;
         entries.push(entry);
         good_len += n as u64;
@@ -484,6 +503,44 @@ mod tests {
         std::fs::write(&path, format!("{first}\nnot json\n{first}\n")).unwrap();
         let err = Journal::open(&path, 200).err().unwrap().to_string();
         assert!(err.contains("journal.jsonl:2:"), "{err}");
+        // Bytes that are not text (a picture saved over the journal) are named so, at their line.
+        let mut bytes = format!("{first}\n").into_bytes();
+        bytes.extend_from_slice(b"\x89PNG\xFF\n");
+        std::fs::write(&path, bytes).unwrap();
+        let err = Journal::open(&path, 200).err().unwrap().to_string();
+        assert!(
+            err.ends_with(
+                "journal.jsonl:2: corrupt journal entry: not UTF-8 text (is this a count journal?)"
+            ),
+            "{err}"
+        );
+        let err = Journal::open(dir.path(), 200).err().unwrap().to_string();
+        assert!(
+            err.ends_with("a folder, where the count journal file goes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_write_torn_inside_a_character_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let start = |source: &str| Entry::Start {
+            source: source.into(),
+        };
+        {
+            let (mut j, _) = Journal::open(&path, 200).unwrap();
+            j.append(&start("folder /data/Müller")).unwrap();
+            j.append(&count(1, "BLA")).unwrap();
+        }
+        // A crash after the first byte of the "ü" (0xC3 0xBC) of the next run's start entry.
+        let torn = serde_json::to_string(&start("folder /data/Müller")).unwrap();
+        let cut = torn.find('ü').unwrap() + 1;
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&torn.as_bytes()[..cut]).unwrap();
+        drop(f);
+        let (j, t) = Journal::open(&path, 200).unwrap();
+        assert_eq!((t.total(), j.replayed().len()), (1, 2));
     }
 
     fn counted_at(id: u64, world: (f32, f32), frame: u64) -> Entry {
@@ -517,6 +574,8 @@ mod tests {
             counted_at(2, (90.0, 5.0), 12),
             Entry::Discard { id: 1 },
         ];
+        assert_eq!(last_source(&journal), Some("slide A"));
+        assert_eq!(last_source(&journal[1..2]), None);
         let point = resume_point(&journal, "slide A").unwrap();
         assert_eq!(point.at.frame, 14);
         assert_eq!(point.at.camera, (-10.0, 0.0));

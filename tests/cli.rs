@@ -1128,6 +1128,10 @@ fn implausible_arguments_are_refused_before_anything_runs() {
             "{args:?}: {err}"
         );
     }
+    // Seeds that would run past the largest one (they wrapped to no pan at all, a report of 0 pans).
+    let last = u64::MAX.to_string();
+    let out = marrowscope(&["count-eval", "--first-seed", &last, "--seeds", "2"]);
+    assert_one_line_error(&out, "runs past the last seed");
 }
 
 #[test]
@@ -1204,6 +1208,30 @@ fn demo_runs_on_the_built_in_atlas_without_data() {
     let diff = read_json(&report.join("differential.json"));
     assert!(diff["total"].as_u64().unwrap() > 20);
     assert!(report.join("screen.png").is_file());
+}
+
+#[test]
+fn a_report_folder_resumed_with_another_source_warns_that_the_counts_add_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let run = |source: &str| {
+        let report = report.to_str().unwrap();
+        let out = marrowscope(&[
+            "run", "--source", source, "--frames", "6", "--report", report,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let first = run("virtual:1");
+    assert!(!first.contains("were counted from"), "{first}");
+    let again = run("virtual:1");
+    assert!(!again.contains("were counted from"), "same source: {again}");
+    let other = run("virtual:2");
+    assert!(
+        other.contains("cells were counted from virtual slide seed 1")
+            && other.contains("this run adds the cells of virtual slide seed 2"),
+        "{other}"
+    );
 }
 
 /// Runs `marrowscope run` on the virtual slide with `keys` typed on standard input.
