@@ -158,6 +158,12 @@ pub struct Classifier {
     model_path: PathBuf,
 }
 
+/// The model's own spelling of a class code typed in another letter case or with spaces around
+/// it (`lyt` for `LYT`); `None` when the model has no such class.
+pub fn class_as_model_spells<'a>(code: &str, classes: &'a [String]) -> Option<&'a String> {
+    classes.iter().find(|c| c.eq_ignore_ascii_case(code.trim()))
+}
+
 /// Hex SHA-256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -202,14 +208,17 @@ pub fn parse_manifest<T: serde::de::DeserializeOwned>(
     Ok(manifest)
 }
 
-/// For manifest text that is not the kind wanted but reads as the other kind (a detector's given
-/// where a classifier's goes, or the reverse), what it is and where it goes. `parse_manifest` asks
-/// only after its own kind failed, so a text that reads as a kind is the other one.
+/// For manifest text that is not the kind wanted but reads as another kind of file (a detector's
+/// manifest given where a classifier's goes, or the reverse, or a board profile), what it is and
+/// where it goes. `parse_manifest` asks only after its own kind failed, so a text that reads as a
+/// manifest kind is the other one.
 fn other_models_manifest(text: &str) -> Option<&'static str> {
     if ron::from_str::<ModelManifest>(text).is_ok() {
         Some("a cell classifier's manifest, given where a detector's goes (--detector, or a profile's `detector`)")
     } else if ron::from_str::<crate::detect::DetectorManifest>(text).is_ok() {
         Some("a cell detector's manifest, given where a classifier's goes (--model, or a profile's `model`)")
+    } else if ron::from_str::<crate::config::BoardProfile>(text).is_ok() {
+        Some("a board profile, given where a model manifest goes (give it with --board)")
     } else {
         None
     }
@@ -494,6 +503,13 @@ mod tests {
                 "m.ron: a cell classifier's manifest, given where a detector's goes (--detector"
             ),
             "{e}"
+        );
+        let e = ModelManifest::parse(crate::config::DESKTOP_PROFILE, "b.ron")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "b.ron: a board profile, given where a model manifest goes (give it with --board)"
         );
         // A misspelt field is still placed at its line and column.
         let e = ModelManifest::parse(&classifier.replace("crop_um", "crop_mu"), "m.ron")

@@ -21,6 +21,8 @@ pub enum ConfigError {
         col: usize,
         message: String,
     },
+    #[error("{path}: {what}")]
+    NotAProfile { path: String, what: &'static str },
     #[error("{path}:{line}:{col}: invalid `{field}`: {message}")]
     Invalid {
         path: String,
@@ -225,13 +227,21 @@ impl BoardProfile {
 
     /// Parses and validates profile text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<BoardProfile, ConfigError> {
-        let mut profile: BoardProfile = ron::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: origin.to_string(),
-            line: e.span.start.line,
-            col: e.span.start.col,
-            message: e.code.to_string(),
-        })?;
+        let mut profile: BoardProfile =
+            ron::from_str(text).map_err(|e| match manifest_kind(text) {
+                Some(what) => ConfigError::NotAProfile {
+                    path: origin.to_string(),
+                    what,
+                },
+                None => ConfigError::Syntax {
+                    path: origin.to_string(),
+                    line: e.span.start.line,
+                    col: e.span.start.col,
+                    message: e.code.to_string(),
+                },
+            })?;
         profile.base_dir = base_dir;
+        profile.camera.pixel_format = as_fourcc(&profile.camera.pixel_format);
         profile.validate(text, origin)?;
         Ok(profile)
     }
@@ -417,14 +427,25 @@ impl BoardProfile {
         }
     }
 
-    /// Refuses an alert class the model (`model_name`, with `classes`) does not have: no cell
-    /// would ever raise that alert. The error points at `alert_classes` in the profile.
-    pub fn check_alert_classes(
-        &self,
+    /// Spells each alert class as the model (`model_name`, with `classes`) does (`bla` alerts on
+    /// `BLA`), and refuses one the model does not have: no cell would ever raise that alert. The
+    /// error points at `alert_classes` in the profile.
+    pub fn fit_alert_classes(
+        &mut self,
         model_name: &str,
         classes: &[String],
     ) -> Result<(), ConfigError> {
-        let Some(unknown) = self.alert_classes.iter().find(|c| !classes.contains(c)) else {
+        let unknown = self.alert_classes.iter_mut().find_map(|alert| {
+            let Some(class) = crate::classify::class_as_model_spells(alert, classes) else {
+                return Some(alert.clone());
+            };
+            if class != alert {
+                log::info!("alert class {alert:?} is the model's class {class}");
+                *alert = class.clone();
+            }
+            None
+        });
+        let Some(unknown) = unknown else {
             return Ok(());
         };
         let (origin, text) = if self.path.as_os_str().is_empty() {
@@ -444,6 +465,29 @@ impl BoardProfile {
                 classes.join(", ")
             ),
         })
+    }
+}
+
+/// A supported pixel format typed in lower case or with spaces (`mjpg`) as its FourCC (`MJPG`);
+/// anything else as typed, for `validate` to refuse in the user's own words.
+fn as_fourcc(typed: &str) -> String {
+    let fourcc = typed.trim().to_ascii_uppercase();
+    if matches!(fourcc.as_str(), "MJPG" | "YUYV") {
+        fourcc
+    } else {
+        typed.to_string()
+    }
+}
+
+/// For text given as a board profile that reads as a model manifest instead, what it is and where
+/// it goes (asked only after it failed to read as a profile).
+fn manifest_kind(text: &str) -> Option<&'static str> {
+    if ron::from_str::<crate::classify::ModelManifest>(text).is_ok() {
+        Some("a cell classifier's manifest, given where a board profile goes (give it with --model, or name it in a profile's `model`)")
+    } else if ron::from_str::<crate::detect::DetectorManifest>(text).is_ok() {
+        Some("a cell detector's manifest, given where a board profile goes (give it with --detector, or name it in a profile's `detector`)")
+    } else {
+        None
     }
 }
 
@@ -502,6 +546,27 @@ mod tests {
         let line = empty.lines().position(|l| l.contains("detector:")).unwrap() + 1;
         assert!(msg.starts_with(&format!("x.ron:{line}:")), "{msg}");
         assert!(msg.contains("`detector`"), "{msg}");
+    }
+
+    #[test]
+    fn a_model_manifest_given_as_the_profile_is_named_so() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let read = |name: &str| crate::textfile::read(&models.join(name)).unwrap();
+        let as_profile = |text: &str| {
+            BoardProfile::parse(text, "m.ron", PathBuf::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = as_profile(&read("marrow-int8.ron"));
+        assert!(
+            e.starts_with("m.ron: a cell classifier's manifest, given where a board profile goes (give it with --model"),
+            "{e}"
+        );
+        let e = as_profile(&read("wbc-detector.ron"));
+        assert!(
+            e.starts_with("m.ron: a cell detector's manifest, given where a board profile goes (give it with --detector"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -593,15 +658,15 @@ mod tests {
     #[test]
     fn an_alert_class_the_model_lacks_is_refused_at_its_line() {
         let classes: Vec<String> = ["BLA", "LYT"].map(String::from).to_vec();
-        let desktop = BoardProfile::desktop_default();
-        assert!(desktop.check_alert_classes("m", &classes).is_ok());
+        let mut desktop = BoardProfile::desktop_default();
+        assert!(desktop.fit_alert_classes("m", &classes).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.ron");
         let text = DESKTOP_PROFILE.replacen("[\"BLA\"]", "[\"BLA\", \"ZZZ\"]", 1);
         std::fs::write(&path, &text).unwrap();
         let msg = BoardProfile::load(&path)
             .unwrap()
-            .check_alert_classes("m", &classes)
+            .fit_alert_classes("m", &classes)
             .unwrap_err()
             .to_string();
         let line = text.lines().position(|l| l.contains("ZZZ")).unwrap() + 1;
@@ -614,10 +679,29 @@ mod tests {
             "{msg}"
         );
         let msg = desktop
-            .check_alert_classes("m", &classes[1..])
+            .fit_alert_classes("m", &classes[1..])
             .unwrap_err()
             .to_string();
         assert!(msg.starts_with(BUILT_IN_ORIGIN), "{msg}");
+    }
+
+    #[test]
+    fn a_pixel_format_in_lower_case_is_its_fourcc() {
+        let text = DESKTOP_PROFILE.replacen("pixel_format: \"MJPG\"", "pixel_format: \"yuyv \"", 1);
+        let p = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap();
+        assert_eq!(p.camera.pixel_format, "YUYV");
+        let text = DESKTOP_PROFILE.replacen("pixel_format: \"MJPG\"", "pixel_format: \"h264\"", 1);
+        let e = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap_err();
+        assert!(e.to_string().contains("\"h264\" is not supported"), "{e}");
+    }
+
+    #[test]
+    fn an_alert_class_in_another_letter_case_alerts_on_the_models_class() {
+        let classes: Vec<String> = ["BLA", "LYT"].map(String::from).to_vec();
+        let text = DESKTOP_PROFILE.replacen("[\"BLA\"]", "[\"bla\", \" Lyt \"]", 1);
+        let mut profile = BoardProfile::parse(&text, "x.ron", PathBuf::new()).unwrap();
+        profile.fit_alert_classes("m", &classes).unwrap();
+        assert_eq!(profile.alert_classes, classes);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! precision/recall/F1 at IoU >= 0.5 on frames with YOLO or Pascal VOC boxes, over all boxes, over
 //! those clear of the frame edge, and over the cells touching a neighbour.
 
+use crate::folder::{FileKind, NotAFolder};
 use crate::localize::BoxPx;
 use crate::source::is_image_file;
 use crate::tally::{wilson_95, Interval};
@@ -29,12 +30,10 @@ pub enum EvalError {
 /// Checks, before any work, that `path`, given as `what` (e.g. "--labels, the label files"), is a
 /// folder: a missing one or a file is named as such, not as an OS error on the first file inside it.
 pub fn require_folder(path: &Path, what: &str) -> Result<(), EvalError> {
-    let message = if path.is_dir() {
-        return Ok(());
-    } else if path.exists() {
-        format!("a file, not a folder: {what} must be a folder")
-    } else {
-        format!("no such folder ({what})")
+    let message = match crate::folder::check(path) {
+        Ok(()) => return Ok(()),
+        Err(NotAFolder::File) => format!("a file, not a folder: {what} must be a folder"),
+        Err(NotAFolder::Missing) => format!("no such folder ({what})"),
     };
     Err(EvalError::Data {
         path: path.display().to_string(),
@@ -67,11 +66,50 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, EvalErr
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     if out.is_empty() {
-        return Err(err(
-            "no class folders with images (expected one folder per class code)".into(),
-        ));
+        let mut message =
+            "no class folders with images (expected one folder per class code)".to_string();
+        if crate::folder::files_of_kind(root, &crate::source::IMAGE_FILES).is_ok() {
+            message.push_str(": its crops lie in the folder itself; give the folder above it");
+        }
+        return Err(err(message));
     }
     Ok(out)
+}
+
+/// Refuses a `--data` folder none of whose folders is a class of the model (`classes`): every
+/// crop would be counted wrong, as when the folder above the class folders is given (`data/`
+/// holding `marrow/` and `pbc/`). A folder of it that holds class folders is named.
+pub fn require_a_known_class(
+    root: &Path,
+    folders: &[(String, Vec<PathBuf>)],
+    classes: &[String],
+) -> Result<(), EvalError> {
+    let is_class = |name: &str| crate::classify::class_as_model_spells(name, classes).is_some();
+    if folders.iter().any(|(code, _)| is_class(code)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = folders.iter().map(|(code, _)| code.as_str()).collect();
+    let mut message = format!(
+        "none of its folders ({}) is a class of the model ({})",
+        names.join(", "),
+        classes.join(", ")
+    );
+    let holds_classes = |name: &str| {
+        std::fs::read_dir(root.join(name)).is_ok_and(|inside| {
+            inside
+                .flatten()
+                .any(|e| e.path().is_dir() && is_class(&e.file_name().to_string_lossy()))
+        })
+    };
+    if let Some(parent) = names.iter().find(|name| holds_classes(name)) {
+        message.push_str(&format!(
+            ": its folder {parent} holds class folders; give that one"
+        ));
+    }
+    Err(EvalError::Data {
+        path: root.display().to_string(),
+        message,
+    })
 }
 
 /// Names each class folder by the model's class code when they differ only in letter case or
@@ -84,7 +122,7 @@ pub fn spell_as_model(
     folders
         .into_iter()
         .map(
-            |(code, files)| match classes.iter().find(|c| c.eq_ignore_ascii_case(code.trim())) {
+            |(code, files)| match crate::classify::class_as_model_spells(&code, classes) {
                 Some(class) if *class != code => {
                     log::info!("class folder {code:?} is scored as class {class}");
                     (class.clone(), files)
@@ -256,6 +294,70 @@ impl LabelFormat {
             _ => None,
         }
     }
+
+    /// The kind of file that holds one frame's labels in this format.
+    fn label_files(self) -> FileKind {
+        match self {
+            LabelFormat::Yolo => FileKind {
+                called: ".txt label files",
+                is: |p| has_extension(p, "txt"),
+            },
+            LabelFormat::Voc => FileKind {
+                called: ".xml label files",
+                is: |p| has_extension(p, "xml"),
+            },
+        }
+    }
+
+    fn other(self) -> LabelFormat {
+        match self {
+            LabelFormat::Yolo => LabelFormat::Voc,
+            LabelFormat::Voc => LabelFormat::Yolo,
+        }
+    }
+
+    fn option(self) -> &'static str {
+        match self {
+            LabelFormat::Yolo => "--format yolo",
+            LabelFormat::Voc => "--format voc",
+        }
+    }
+}
+
+fn has_extension(path: &Path, extension: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(extension))
+        && path.is_file()
+}
+
+/// The frames of `detect-eval` in `images`, sorted by name; a folder without pictures says what it
+/// holds instead (its `train/` and `val/` folders, or label files given as the pictures).
+pub fn frames_in(images: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    crate::folder::files_of_kind(images, &crate::source::IMAGE_FILES).map_err(|message| {
+        EvalError::Data {
+            path: images.display().to_string(),
+            message,
+        }
+    })
+}
+
+/// Checks, before any frame is read, that `labels` holds label files of `format`: labels of the
+/// other format are named with the option that reads them (VOC's `.xml` read as YOLO would
+/// otherwise stop at the first frame with "no such label file").
+pub fn require_label_files(labels: &Path, format: LabelFormat) -> Result<(), EvalError> {
+    let Err(mut message) = crate::folder::files_of_kind(labels, &format.label_files()) else {
+        return Ok(());
+    };
+    let other = format.other();
+    if crate::folder::files_of_kind(labels, &other.label_files()).is_ok() {
+        message.push_str(&format!(": those are read with {}", other.option()));
+    } else if crate::folder::files_of_kind(labels, &crate::source::IMAGE_FILES).is_ok() {
+        message.push_str(": those are the frames, given as --images");
+    }
+    Err(EvalError::Data {
+        path: labels.display().to_string(),
+        message,
+    })
 }
 
 /// The five fields of a YOLO label line, in order.
@@ -915,6 +1017,33 @@ mod tests {
             .map(|(code, _)| code)
             .collect();
         assert_eq!(spelled, ["LYT", "BLA", "BLA", "XYZ", "ly"]);
+    }
+
+    #[test]
+    fn a_data_folder_above_the_class_folders_or_a_class_folder_itself_is_named() {
+        let classes = ["BLA".to_string(), "LYT".to_string()];
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for class_folder in ["marrow/lyt", "marrow/BLA", "pbc/EBO"] {
+            std::fs::create_dir_all(root.join(class_folder)).unwrap();
+            std::fs::write(root.join(class_folder).join("c.png"), "").unwrap();
+        }
+        let folders = spell_as_model(class_folders(root).unwrap(), &classes);
+        let e = require_a_known_class(root, &folders, &classes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": none of its folders (marrow, pbc) is a class of the model (BLA, LYT): its folder marrow holds class folders; give that one"),
+            "{e}"
+        );
+        let marrow = root.join("marrow");
+        let folders = spell_as_model(class_folders(&marrow).unwrap(), &classes);
+        assert!(require_a_known_class(&marrow, &folders, &classes).is_ok());
+        let e = class_folders(&marrow.join("BLA")).unwrap_err().to_string();
+        assert!(
+            e.ends_with("(expected one folder per class code): its crops lie in the folder itself; give the folder above it"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
 //! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
 //! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop,
-//! `textfile` reads the text files a user edits.
+//! `textfile` reads the text files a user edits, `folder` lists the folders a user names.
 
 pub mod bench;
 pub mod classify;
@@ -14,6 +14,7 @@ pub mod counteval;
 pub mod detect;
 pub mod display;
 pub mod eval;
+pub mod folder;
 pub mod framebuffer;
 pub mod localize;
 pub mod operator;

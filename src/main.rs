@@ -1,7 +1,7 @@
 //! The `marrowscope` command line: the live loop (`run`, the default demo), `classify`, `eval`,
 //! `detect-eval`, `bench` and `check`. Errors end here as one human line and a non-zero exit.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use marrowscope::classify::{Classifier, ModelManifest};
 use marrowscope::config::BoardProfile;
@@ -428,7 +428,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         detector,
         classical,
     } = args;
-    let profile = load_profile(board)?;
+    let mut profile = load_profile(board)?;
     if let Some(dir) = &annotate {
         pipeline::prepare_annotate_dir(dir)?;
     }
@@ -436,7 +436,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
     let manifest = classifier.manifest();
-    profile.check_alert_classes(&manifest.name, &manifest.classes)?;
+    profile.fit_alert_classes(&manifest.name, &manifest.classes)?;
     log::info!("source: {}", src.describe());
     log::info!(
         "model: {} ({})",
@@ -636,7 +636,9 @@ fn eval_cmd(
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
-    let folders = eval::spell_as_model(eval::class_folders(data)?, &classifier.manifest().classes);
+    let classes = &classifier.manifest().classes;
+    let folders = eval::spell_as_model(eval::class_folders(data)?, classes);
+    eval::require_a_known_class(data, &folders, classes)?;
     let sample: Vec<image::RgbImage> = folders
         .iter()
         .flat_map(|(_, files)| files.iter().step_by((files.len() / 12).max(1)).take(12))
@@ -721,6 +723,7 @@ fn detect_eval_cmd(
     };
     eval::require_folder(images, "--images, the frames")?;
     eval::require_folder(labels, "--labels, the label files")?;
+    eval::require_label_files(labels, format)?;
     if let Some(dir) = &annotate {
         pipeline::prepare_annotate_dir(dir)?;
     }
@@ -731,16 +734,7 @@ fn detect_eval_cmd(
     if let Some(detector) = choice.load(&profile, false)? {
         localizer = localizer.with_detector(detector);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(images)
-        .with_context(|| format!("{}", images.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| marrowscope::source::is_image_file(p))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no images", images.display());
-    }
+    let files = eval::frames_in(images)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     let mut counts = DetectionCounts::default();
     let mut skipped = 0;
@@ -975,10 +969,10 @@ fn soak_cmd(
 }
 
 fn check_cmd(board: &Path) -> Result<()> {
-    let profile = BoardProfile::load(board)?;
+    let mut profile = BoardProfile::load(board)?;
     let classifier = Classifier::load(&profile.model_path(), profile.batch)?;
     let model = classifier.manifest();
-    profile.check_alert_classes(&model.name, &model.classes)?;
+    profile.fit_alert_classes(&model.name, &model.classes)?;
     let localizer = match load_detector(profile.detector_path())? {
         Some(d) => {
             let camera = (profile.camera.width, profile.camera.height);

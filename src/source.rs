@@ -4,6 +4,7 @@
 //! [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`, `virtual:`) and
 //! `read_rgb`, which every command reading pictures uses.
 
+use crate::folder::{FileKind, NotAFolder};
 use image::codecs::jpeg::JpegDecoder;
 use image::{DynamicImage, ImageDecoder, RgbImage};
 use std::io::Cursor;
@@ -169,6 +170,12 @@ const NO_SUCH_IMAGE: &str = "no such image file";
 /// so that each gets a clear error rather than being passed over.
 const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
 
+/// The pictures replay and `detect-eval` read from a folder.
+pub const IMAGE_FILES: FileKind = FileKind {
+    called: "image files",
+    is: is_image_file,
+};
+
 /// True when a path is a file (not a folder) whose name says it is an image replay can read.
 pub fn is_image_file(path: &Path) -> bool {
     let named_as_image = path
@@ -269,23 +276,16 @@ impl ReplaySource {
             path: path.display().to_string(),
             message,
         };
-        if path.is_file() {
-            return Err(open_err(
-                "a file, not a folder: replay one picture with file:PATH".into(),
-            ));
+        match crate::folder::check(path) {
+            Err(NotAFolder::File) => {
+                return Err(open_err(
+                    "a file, not a folder: replay one picture with file:PATH".into(),
+                ))
+            }
+            Err(NotAFolder::Missing) => return Err(open_err("no such folder".into())),
+            Ok(()) => {}
         }
-        if !path.exists() {
-            return Err(open_err("no such folder".into()));
-        }
-        let entries = std::fs::read_dir(path).map_err(|e| open_err(e.to_string()))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_image_file(p))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(open_err("folder holds no image files".into()));
-        }
+        let files = crate::folder::files_of_kind(path, &IMAGE_FILES).map_err(open_err)?;
         Ok(Self::new(files, format!("folder {}", path.display())))
     }
 

@@ -732,6 +732,70 @@ fn a_file_or_a_missing_folder_where_a_folder_goes_is_named_as_such() {
 }
 
 #[test]
+fn a_folder_one_level_too_high_swapped_or_of_the_other_label_format_says_so() {
+    let Some(data) = data() else { return };
+    let (txl, bccd) = (data.join("frames/txl-pbc"), data.join("frames/bccd"));
+    let (images, labels) = (txl.join("images/val"), txl.join("labels/val"));
+    let cases = [
+        (
+            detect_eval(&txl.join("images"), &labels, "yolo", &[]),
+            "images: holds no image files, but its folders train, val do: give one of them",
+        ),
+        (
+            detect_eval(&images, &txl.join("labels"), "yolo", &[]),
+            "labels: holds no .txt label files, but its folders train, val do: give one of them",
+        ),
+        (
+            detect_eval(&images, &labels, "voc", &[]),
+            " .txt files: those are read with --format yolo",
+        ),
+        (
+            detect_eval(
+                &bccd.join("JPEGImages"),
+                &bccd.join("Annotations"),
+                "yolo",
+                &[],
+            ),
+            ".xml files: those are read with --format voc",
+        ),
+        (
+            detect_eval(&labels, &images, "yolo", &[]),
+            " .jpg files: those are the frames, given as --images",
+        ),
+    ];
+    for (out, said) in cases {
+        assert_one_line_error(&out, said);
+    }
+    let replay = format!("dir:{}", txl.join("images").display());
+    let out = marrowscope(&["run", "--source", &replay, "--frames", "1"]);
+    assert_one_line_error(&out, "but its folders train, val do: give one of them");
+    // The data folder above the class folders: every crop would be scored as a wrong class.
+    let out = marrowscope(&["eval", "--data", data.to_str().unwrap()]);
+    assert_one_line_error(&out, "its folder marrow holds class folders; give that one");
+}
+
+#[test]
+fn a_board_profile_and_a_model_manifest_given_in_each_others_place_are_named() {
+    let (board, manifest) = (repo().join("board/desktop.ron"), shipped_manifest());
+    let out = marrowscope(&["check", "--board", manifest.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "a cell classifier's manifest, given where a board profile goes (give it with --model",
+    );
+    let crop = repo().join("models/demo-atlas.jpg");
+    let out = marrowscope(&[
+        "classify",
+        "--model",
+        board.to_str().unwrap(),
+        crop.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &out,
+        "desktop.ron: a board profile, given where a model manifest goes (give it with --board)",
+    );
+}
+
+#[test]
 fn every_board_profile_checks() {
     for entry in std::fs::read_dir(repo().join("board")).unwrap().flatten() {
         let path = entry.path();
@@ -804,7 +868,9 @@ fn annotating_or_reporting_into_a_file_is_refused_before_the_first_frame() {
     std::fs::write(&file, b"not a folder").unwrap();
     let report = tmp.path().join("report");
     let annotate = file.to_str().unwrap();
-    // Its frames folder holds notes.png, which no decoder reads: refused before it is read.
+    // Its frames folder holds notes.png, which no decoder reads, and its (empty) label file:
+    // refused before the frame is read.
+    std::fs::write(tmp.path().join("notes.txt"), "").unwrap();
     let frames = tmp.path().to_str().unwrap();
     let runs: [&[&str]; 2] = [
         &[
