@@ -360,6 +360,117 @@ pub fn require_label_files(labels: &Path, format: LabelFormat) -> Result<(), Eva
     })
 }
 
+/// The class names read as white cells, in lower case without spaces, `_` or `-`.
+const WHITE_CELL_NAMES: [&str; 8] = [
+    "wbc",
+    "wbcs",
+    "whitebloodcell",
+    "whitebloodcells",
+    "leukocyte",
+    "leukocytes",
+    "leucocyte",
+    "leucocytes",
+];
+
+/// True for a class name that means white cells: `WBC` as BCCD and TXL-PBC write it, in any
+/// letter case, or spelt out (`white blood cell`, `Leukocyte`).
+pub fn names_white_cells(name: &str) -> bool {
+    let plain: String = name
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '_' && *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    WHITE_CELL_NAMES.contains(&plain.as_str())
+}
+
+/// The file that names a YOLO set's classes, one a line, in the order of their numbers.
+const YOLO_CLASS_NAMES: &str = "classes.txt";
+
+/// How many folders above the label folder a `classes.txt` is looked for (TXL-PBC keeps it two up,
+/// beside `labels/`, whose `train/` and `val/` hold the label files).
+const CLASS_NAMES_FOLDERS_UP: usize = 2;
+
+/// The class number of the white cells in the YOLO labels of `labels`: the line naming them in
+/// the `classes.txt` of that folder or of one of the two above it, else class 0 (as TXL-PBC
+/// numbers them). A `classes.txt` that names no white-cell class is refused with its classes: a
+/// set whose class 0 is platelets would otherwise be scored as if they were white cells.
+pub fn yolo_white_cell_class(labels: &Path) -> Result<u32, EvalError> {
+    let labels = labels
+        .canonicalize()
+        .unwrap_or_else(|_| labels.to_path_buf());
+    let Some(names_file) = labels
+        .ancestors()
+        .take(CLASS_NAMES_FOLDERS_UP + 1)
+        .map(|folder| folder.join(YOLO_CLASS_NAMES))
+        .find(|file| file.is_file())
+    else {
+        log::info!("no {YOLO_CLASS_NAMES} beside the labels: class 0 is taken as the white cells");
+        return Ok(0);
+    };
+    let bad = |message: String| EvalError::Data {
+        path: names_file.display().to_string(),
+        message,
+    };
+    let text = crate::textfile::read(&names_file).map_err(|e| bad(e.to_string()))?;
+    let names: Vec<&str> = text.lines().map(str::trim).collect();
+    let Some(class) = names.iter().position(|name| names_white_cells(name)) else {
+        let listed: Vec<&str> = names.into_iter().filter(|n| !n.is_empty()).collect();
+        return Err(bad(format!(
+            "names no white-cell class (its classes: {}); one line should be WBC",
+            listed.join(", ")
+        )));
+    };
+    log::info!(
+        "white cells are class {class} ({:?} in {})",
+        names[class],
+        names_file.display()
+    );
+    Ok(class as u32)
+}
+
+/// Refuses, before any frame is localized, labels of `frames` in which boxes are given but none is
+/// a white cell (VOC objects named otherwise, or YOLO white cells not under the class number read
+/// for them): every cell found would be scored a false positive. Stops reading at the first
+/// white-cell box.
+pub fn require_white_cell_boxes(
+    labels: &Path,
+    frames: &[PathBuf],
+    format: LabelFormat,
+    wbc_class: u32,
+) -> Result<(), EvalError> {
+    let mut other_boxes = 0;
+    for frame in frames {
+        let stem = frame.file_stem().unwrap_or_default().to_string_lossy();
+        let expert = match format {
+            LabelFormat::Yolo => read_yolo(&labels.join(format!("{stem}.txt")), 1, 1, wbc_class)?,
+            LabelFormat::Voc => read_voc(&labels.join(format!("{stem}.xml")))?,
+        };
+        if !expert.wbc.is_empty() {
+            return Ok(());
+        }
+        other_boxes += expert.other.len();
+    }
+    if other_boxes == 0 {
+        return Ok(());
+    }
+    let read_as_white_cells = match format {
+        LabelFormat::Yolo => format!(
+            "class {wbc_class} is read as white cells; name the classes in a {YOLO_CLASS_NAMES} \
+             beside the labels, one a line, WBC among them"
+        ),
+        LabelFormat::Voc => "objects named WBC (or white blood cell, leukocyte) are read as \
+                             white cells"
+            .to_string(),
+    };
+    Err(EvalError::Data {
+        path: labels.display().to_string(),
+        message: format!(
+            "none of the {other_boxes} boxes of its label files is a white cell: \
+             {read_as_white_cells}"
+        ),
+    })
+}
+
 /// The five fields of a YOLO label line, in order.
 const YOLO_FIELDS: [&str; 5] = ["class", "cx", "cy", "w", "h"];
 
@@ -371,16 +482,27 @@ pub struct ExpertBoxes {
     pub other: Vec<BoxPx>,
 }
 
-/// White-cell boxes from a YOLO label file (class 0 = WBC; cx cy w h as fractions of the frame).
-pub fn read_yolo_wbc(path: &Path, width: u32, height: u32) -> Result<Vec<BoxPx>, EvalError> {
-    Ok(read_yolo(path, width, height)?.wbc)
+/// White-cell boxes from a YOLO label file (class `wbc_class` = WBC, see
+/// [`yolo_white_cell_class`]; cx cy w h as fractions of the frame).
+pub fn read_yolo_wbc(
+    path: &Path,
+    width: u32,
+    height: u32,
+    wbc_class: u32,
+) -> Result<Vec<BoxPx>, EvalError> {
+    Ok(read_yolo(path, width, height, wbc_class)?.wbc)
 }
 
-/// Every box of a YOLO label file: class 0 as white cells, the others as other classes. Every line
-/// is checked, whatever its class: five numbers, a whole class number, a centre inside the frame
-/// and a size above 0 and at most the frame's (pixel coordinates given by mistake are refused, not
-/// read as boxes many frames wide).
-pub fn read_yolo(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, EvalError> {
+/// Every box of a YOLO label file: class `wbc_class` as white cells, the others as other classes.
+/// Every line is checked, whatever its class: five numbers, a whole class number, a centre inside
+/// the frame and a size above 0 and at most the frame's (pixel coordinates given by mistake are
+/// refused, not read as boxes many frames wide).
+pub fn read_yolo(
+    path: &Path,
+    width: u32,
+    height: u32,
+    wbc_class: u32,
+) -> Result<ExpertBoxes, EvalError> {
     let text = read_label_file(path)?;
     let mut boxes = ExpertBoxes::default();
     for (i, line) in text.lines().enumerate() {
@@ -394,7 +516,7 @@ pub fn read_yolo(path: &Path, width: u32, height: u32) -> Result<ExpertBoxes, Ev
             x1: (cx + w / 2.0) * fw,
             y1: (cy + h / 2.0) * fh,
         };
-        if class == 0.0 {
+        if class == wbc_class as f32 {
             boxes.wbc.push(b);
         } else {
             boxes.other.push(b);
@@ -480,7 +602,7 @@ fn fields_with_columns(line: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// White-cell boxes from a Pascal VOC annotation (objects named WBC).
+/// White-cell boxes from a Pascal VOC annotation (objects named WBC, see [`names_white_cells`]).
 pub fn read_voc_wbc(path: &Path) -> Result<Vec<BoxPx>, EvalError> {
     Ok(read_voc(path)?.wbc)
 }
@@ -552,7 +674,7 @@ fn voc_boxes(path: &Path, text: &str) -> Result<ExpertBoxes, EvalError> {
         let at = from + found;
         from = at + "<object>".len();
         let object = text[from..].split("</object>").next().unwrap_or("");
-        if tag(object, "name").map(str::trim) == Some("WBC") {
+        if tag(object, "name").is_some_and(names_white_cells) {
             boxes.wbc.push(voc_box(path, text, at, object)?);
         } else {
             match voc_box(path, text, at, object) {
@@ -1047,6 +1169,92 @@ mod tests {
     }
 
     #[test]
+    fn white_cells_are_named_as_annotators_write_them() {
+        for name in [
+            "WBC",
+            "wbc",
+            " WBCs ",
+            "White blood cell",
+            "white_blood_cells",
+            "Leukocyte",
+        ] {
+            assert!(names_white_cells(name), "{name}");
+        }
+        for name in ["RBC", "Platelets", "neutrophil", "W BC cluster", ""] {
+            assert!(!names_white_cells(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_yolo_white_cell_class_is_read_from_classes_txt_beside_or_above_the_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = dir.path().join("set/labels/val");
+        std::fs::create_dir_all(&labels).unwrap();
+        assert_eq!(yolo_white_cell_class(&labels).unwrap(), 0);
+        std::fs::write(dir.path().join("set/classes.txt"), "Platelets\nRBC\nWBC\n").unwrap();
+        assert_eq!(yolo_white_cell_class(&labels).unwrap(), 2);
+        // The nearest one counts.
+        let beside = labels.join("classes.txt");
+        std::fs::write(&beside, "RBC\r\nwhite blood cell\r\n").unwrap();
+        assert_eq!(yolo_white_cell_class(&labels).unwrap(), 1);
+        std::fs::write(&beside, "RBC\n\nPlatelets\n").unwrap();
+        let e = yolo_white_cell_class(&labels).unwrap_err().to_string();
+        assert!(
+            e.ends_with("classes.txt: names no white-cell class (its classes: RBC, Platelets); one line should be WBC"),
+            "{e}"
+        );
+        // Three folders up is another set's.
+        std::fs::remove_file(&beside).unwrap();
+        std::fs::write(dir.path().join("set/classes.txt"), "x").unwrap();
+        std::fs::rename(
+            dir.path().join("set/classes.txt"),
+            dir.path().join("classes.txt"),
+        )
+        .unwrap();
+        assert_eq!(yolo_white_cell_class(&labels).unwrap(), 0);
+    }
+
+    #[test]
+    fn labels_that_box_no_white_cell_are_refused_before_any_frame_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames: Vec<PathBuf> = ["a", "b"]
+            .map(|s| dir.path().join(format!("{s}.png")))
+            .to_vec();
+        let yolo = |a: &str, b: &str| {
+            std::fs::write(dir.path().join("a.txt"), a).unwrap();
+            std::fs::write(dir.path().join("b.txt"), b).unwrap();
+        };
+        yolo(
+            "1 0.5 0.5 0.1 0.1\n",
+            "2 0.5 0.5 0.1 0.1\n1 0.2 0.2 0.1 0.1\n",
+        );
+        let e = require_white_cell_boxes(dir.path(), &frames, LabelFormat::Yolo, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(": none of the 3 boxes of its label files is a white cell: class 0 is read as white cells; name the classes in a classes.txt"), "{e}");
+        assert!(require_white_cell_boxes(dir.path(), &frames, LabelFormat::Yolo, 2).is_ok());
+        yolo("", "");
+        assert!(require_white_cell_boxes(dir.path(), &frames, LabelFormat::Yolo, 0).is_ok());
+        let voc = |name: &str| {
+            let object = format!("<object><name>{name}</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>");
+            for stem in ["a", "b"] {
+                let text = format!("<annotation>{object}</annotation>");
+                std::fs::write(dir.path().join(format!("{stem}.xml")), text).unwrap();
+            }
+        };
+        voc("Leukocyte");
+        assert!(require_white_cell_boxes(dir.path(), &frames, LabelFormat::Voc, 0).is_ok());
+        voc("Leukozyt");
+        let e = require_white_cell_boxes(dir.path(), &frames, LabelFormat::Voc, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("none of the 2 boxes of its label files is a white cell: objects named WBC"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn label_formats_are_read_in_any_case() {
         for (given, format) in [("yolo", LabelFormat::Yolo), ("VOC", LabelFormat::Voc)] {
             assert_eq!(LabelFormat::parse(given), Some(format));
@@ -1248,7 +1456,7 @@ mod tests {
         );
         let yolo = dir.path().join("a.txt");
         std::fs::write(&yolo, "0 0.5 0.5 0.5 0.5\n1 0.25 0.25 0.125 0.125\n").unwrap();
-        let b = read_yolo_wbc(&yolo, 100, 200).unwrap();
+        let b = read_yolo_wbc(&yolo, 100, 200, 0).unwrap();
         assert_eq!(
             b,
             vec![BoxPx {
@@ -1259,7 +1467,7 @@ mod tests {
             }]
         );
         // The other classes' boxes are kept apart, for the label check.
-        let all = read_yolo(&yolo, 100, 200).unwrap();
+        let all = read_yolo(&yolo, 100, 200, 0).unwrap();
         assert_eq!(all.wbc, b);
         assert_eq!(
             all.other,
@@ -1282,11 +1490,11 @@ mod tests {
         let all = read_voc(&voc).unwrap();
         assert_eq!((all.wbc.len(), all.other.len()), (1, 0));
         std::fs::write(&yolo, "0 0.5 oops 0.5 0.5\n").unwrap();
-        let e = read_yolo_wbc(&yolo, 100, 200).unwrap_err().to_string();
+        let e = read_yolo_wbc(&yolo, 100, 200, 0).unwrap_err().to_string();
         assert!(e.ends_with("a.txt:1:7: cy `oops` is not a number"), "{e}");
         // A frame without its label file is named, with what is expected; an empty file is a frame
         // without cells.
-        let e = read_yolo(&dir.path().join("none.txt"), 100, 200)
+        let e = read_yolo(&dir.path().join("none.txt"), 100, 200, 0)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1294,7 +1502,10 @@ mod tests {
             "{e}"
         );
         std::fs::write(&yolo, "").unwrap();
-        assert_eq!(read_yolo(&yolo, 100, 200).unwrap(), ExpertBoxes::default());
+        assert_eq!(
+            read_yolo(&yolo, 100, 200, 0).unwrap(),
+            ExpertBoxes::default()
+        );
     }
 
     #[test]
@@ -1365,7 +1576,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yolo = dir.path().join("b.txt");
         std::fs::write(&yolo, text).unwrap();
-        let e = read_yolo_wbc(&yolo, 640, 480).unwrap_err().to_string();
+        let e = read_yolo_wbc(&yolo, 640, 480, 0).unwrap_err().to_string();
         e.split_once("b.txt:")
             .map(|(_, rest)| rest.to_string())
             .unwrap_or(e)
@@ -1397,7 +1608,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let yolo = dir.path().join("c.txt");
         std::fs::write(&yolo, "\t0 1 0 1.0 1\n1 0.0 1.0 0.01 0.01\n").unwrap();
-        assert_eq!(read_yolo_wbc(&yolo, 10, 10).unwrap().len(), 1);
+        assert_eq!(read_yolo_wbc(&yolo, 10, 10, 0).unwrap().len(), 1);
     }
 
     #[test]

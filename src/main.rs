@@ -735,6 +735,11 @@ fn detect_eval_cmd(
         localizer = localizer.with_detector(detector);
     }
     let files = eval::frames_in(images)?;
+    let wbc_class = match format {
+        LabelFormat::Yolo => eval::yolo_white_cell_class(labels)?,
+        LabelFormat::Voc => 0,
+    };
+    eval::require_white_cell_boxes(labels, &files, format, wbc_class)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     let mut counts = DetectionCounts::default();
     let mut skipped = 0;
@@ -748,6 +753,7 @@ fn detect_eval_cmd(
                 &labels.join(format!("{stem}.txt")),
                 frame.width(),
                 frame.height(),
+                wbc_class,
             )?,
             LabelFormat::Voc => eval::read_voc_of_frame(
                 &labels.join(format!("{stem}.xml")),

@@ -775,6 +775,43 @@ fn a_folder_one_level_too_high_swapped_or_of_the_other_label_format_says_so() {
 }
 
 #[test]
+fn yolo_white_cells_numbered_otherwise_are_read_from_classes_txt() {
+    let Some(data) = data() else { return };
+    let txl = data.join("frames/txl-pbc");
+    let tmp = tempfile::tempdir().unwrap();
+    let (images, labels) = (tmp.path().join("images"), tmp.path().join("labels"));
+    std::fs::create_dir_all(&labels).unwrap();
+    // TXL-PBC numbers WBC 0, RBC 1, Platelet 2 (its classes.txt); this copy numbers them 2, 0, 1.
+    for frame in copy_first(&txl.join("images/val"), &images, 8) {
+        let name = format!("{}.txt", frame.file_stem().unwrap().to_str().unwrap());
+        let text = std::fs::read_to_string(txl.join("labels/val").join(&name)).unwrap();
+        let renumbered: String = text
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((class, rest)) => {
+                    let class = ["2", "0", "1"][class.parse::<usize>().unwrap()];
+                    format!("{class} {rest}\n")
+                }
+                None => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(labels.join(&name), renumbered).unwrap();
+    }
+    let scores = |labels: &Path| {
+        let out = detect_eval(&images, labels, "yolo", &["--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        (r["true_positives"].clone(), r["false_negatives"].clone())
+    };
+    let as_published = scores(&txl.join("labels/val"));
+    assert!(as_published.0.as_u64().unwrap() > 0);
+    // Without the class names, class 0 (here the red cells) would be scored as the white cells.
+    assert_ne!(scores(&labels), as_published);
+    std::fs::write(tmp.path().join("classes.txt"), "RBC\nPlatelet\nWBC\n").unwrap();
+    assert_eq!(scores(&labels), as_published);
+}
+
+#[test]
 fn a_board_profile_and_a_model_manifest_given_in_each_others_place_are_named() {
     let (board, manifest) = (repo().join("board/desktop.ron"), shipped_manifest());
     let out = marrowscope(&["check", "--board", manifest.to_str().unwrap()]);
