@@ -584,6 +584,30 @@ fn fit(crop: image::RgbImage, um_per_px: Option<f32>, classifier: &Classifier) -
     }
 }
 
+/// How many crops `classify` measures the scale of a set from (`--um-per-px auto`).
+const SCALE_SAMPLE: usize = 200;
+
+/// One line of `classify`: the file, its class (or the review bucket) and the top probability.
+fn print_class(
+    path: &Path,
+    p: &marrowscope::classify::Prediction,
+    classifier: &Classifier,
+    json: bool,
+) {
+    let label = classifier.label(p);
+    if json {
+        let obj = serde_json::json!({
+            "file": path.display().to_string(),
+            "class": label,
+            "probability": p.probability,
+            "top_class": classifier.manifest().classes[p.top],
+        });
+        println!("{obj}");
+    } else {
+        println!("{}\t{label}\t{:.3}", path.display(), p.probability);
+    }
+}
+
 fn classify_cmd(
     images: &[PathBuf],
     json: bool,
@@ -593,31 +617,32 @@ fn classify_cmd(
 ) -> Result<()> {
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
-    let mut failures = Vec::new();
-    let mut crops = Vec::new();
-    for path in images {
-        match read_rgb(path) {
-            Ok(c) => crops.push((path, c)),
-            Err(e) => failures.push(e.to_string()),
+    let um = match um_per_px {
+        ScaleChoice::Auto => {
+            let sample: Vec<image::RgbImage> = images
+                .iter()
+                .take(SCALE_SAMPLE)
+                .filter_map(|path| read_rgb(path).ok())
+                .collect();
+            crop_scale(um_per_px, &sample)
         }
-    }
-    let sample: Vec<image::RgbImage> = crops.iter().take(200).map(|(_, c)| c.clone()).collect();
-    let um = crop_scale(um_per_px, &sample);
-    for (path, crop) in crops {
-        let crop = fit(crop, um, &classifier);
-        let p = classifier.classify(std::slice::from_ref(&crop))?.remove(0);
-        let label = classifier.label(&p);
-        let top = &classifier.manifest().classes[p.top];
-        if json {
-            let obj = serde_json::json!({
-                "file": path.display().to_string(),
-                "class": label,
-                "probability": p.probability,
-                "top_class": top,
-            });
-            println!("{obj}");
-        } else {
-            println!("{}\t{label}\t{:.3}", path.display(), p.probability);
+        ScaleChoice::Fixed(um) => Some(um),
+    };
+    // A batch at a time, so that thousands of crops fit a board's memory.
+    let mut failures = Vec::new();
+    for chunk in images.chunks(profile.batch.max(1)) {
+        let (mut read, mut crops) = (Vec::new(), Vec::new());
+        for path in chunk {
+            match read_rgb(path) {
+                Ok(crop) => {
+                    read.push(path);
+                    crops.push(fit(crop, um, &classifier));
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        for (path, p) in read.into_iter().zip(classifier.classify(&crops)?) {
+            print_class(path, &p, &classifier, json);
         }
     }
     match failures.len() {

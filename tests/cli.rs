@@ -620,6 +620,61 @@ fn classify_prints_one_json_object_per_crop() {
     }
 }
 
+#[test]
+fn classify_in_batches_gives_each_crop_its_own_class_and_names_an_unreadable_one() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut crops: Vec<String> = ["BLA", "EOS", "LYT"]
+        .iter()
+        .flat_map(|c| copy_first(&data.join("marrow").join(c), &tmp.path().join(c), 2))
+        .map(|p| p.display().to_string())
+        .collect();
+    let corrupt = tmp.path().join("torn.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff not a whole jpeg").unwrap();
+    crops.insert(3, corrupt.display().to_string());
+    let board = write_board(tmp.path(), 0.085, &tmp.path().join("report"));
+    // One scale for all: `auto` would measure it from whichever crops are given.
+    let with_board = [
+        "classify",
+        "--json",
+        "--um-per-px",
+        "0.1",
+        "--board",
+        board.to_str().unwrap(),
+    ];
+    let one_by_one: Vec<serde_json::Value> = crops
+        .iter()
+        .filter(|c| !c.ends_with("torn.jpg"))
+        .map(|c| {
+            let out = marrowscope(&[&with_board[..], &[c.as_str()]].concat());
+            serde_json::from_str(stdout(&out).trim()).unwrap()
+        })
+        .collect();
+    let text = std::fs::read_to_string(&board).unwrap();
+    assert!(text.contains("batch: 1,"));
+    std::fs::write(&board, text.replace("batch: 1,", "batch: 4,")).unwrap();
+    let mut args = with_board.to_vec();
+    args.extend(crops.iter().map(String::as_str));
+    let out = marrowscope(&args);
+    assert_one_line_error(&out, "torn.jpg: corrupt or unreadable image");
+    let batched: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(batched.len(), one_by_one.len());
+    for (b, one) in batched.iter().zip(&one_by_one) {
+        assert_eq!(
+            (&b["file"], &b["top_class"]),
+            (&one["file"], &one["top_class"])
+        );
+        let (pb, p1) = (
+            b["probability"].as_f64().unwrap(),
+            one["probability"].as_f64().unwrap(),
+        );
+        assert!((pb - p1).abs() < 1e-4, "{b} against {one}");
+    }
+}
+
 /// Needs the `tiff` feature (default; board builds leave it out) to write and read the TIFF copies.
 #[cfg(feature = "tiff")]
 #[test]
