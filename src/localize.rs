@@ -1061,6 +1061,55 @@ pub fn focus_score(img: &GrayImage) -> f32 {
     (sum2 as f64 / n - mean * mean) as f32
 }
 
+/// About how many pixels of a frame [`lacks_colour`] looks at.
+const COLOUR_SAMPLES: u64 = 4096;
+/// A pixel whose channels spread (brightest minus darkest of R, G, B) this little is grey: a
+/// monochrome camera's pixels, and those of a grey picture saved as JPEG, differ by rounding only.
+const GREY_SPREAD: u8 = 3;
+/// Share of sampled pixels that may be coloured in a frame still judged grey (a hot pixel, a
+/// JPEG block edge), per mille.
+const COLOURED_PER_MILLE: usize = 5;
+/// Share of sampled pixels that must be 15 % or more darker than the background (cells) for a
+/// grey frame to hold a picture at all, per mille; a blank field is not judged.
+const DARK_PER_MILLE: usize = 10;
+
+/// True for a frame with a picture in it but no colour: nearly every sampled pixel grey, yet
+/// some darker than the frame's background, as cells are. A monochrome camera, or one set
+/// to a grey format, gives such frames, without the stain's colours that white cells are found and
+/// classified by. A blank field (no cells in view) is not judged: nothing is found in it anyway.
+pub fn lacks_colour(frame: &RgbImage) -> bool {
+    let (w, h) = frame.dimensions();
+    let step = ((w as u64 * h as u64 / COLOUR_SAMPLES) as f64)
+        .sqrt()
+        .max(1.0) as usize;
+    let samples = (w as usize).div_ceil(step) * (h as usize).div_ceil(step);
+    let most_coloured = samples * COLOURED_PER_MILLE / 1000;
+    let mut greys = Vec::with_capacity(samples);
+    let mut coloured = 0;
+    for y in (0..h).step_by(step) {
+        for x in (0..w).step_by(step) {
+            let [r, g, b] = frame.get_pixel(x, y).0;
+            if r.max(g).max(b) - r.min(g).min(b) > GREY_SPREAD {
+                coloured += 1;
+                if coloured > most_coloured {
+                    return false;
+                }
+            }
+            greys.push(g);
+        }
+    }
+    if greys.is_empty() {
+        return false;
+    }
+    greys.sort_unstable();
+    let background = greys[greys.len() * 3 / 4] as u32;
+    let dark = greys
+        .iter()
+        .filter(|&&v| (v as u32) * 20 < background * 17)
+        .count();
+    dark * 1000 >= greys.len() * DARK_PER_MILLE
+}
+
 /// Otsu's threshold of a histogram.
 pub fn otsu(hist: &[u64; 256]) -> u8 {
     let total: u64 = hist.iter().sum();
@@ -1466,6 +1515,27 @@ mod tests {
         assert_eq!(loc.cells.len(), 1);
         assert!(!loc.cells[0].complete);
         assert!(localizer.crop(&frame, &loc.cells[0], 0.25).is_none());
+    }
+
+    #[test]
+    fn a_grey_picture_lacks_colour_and_a_stained_or_blank_one_does_not() {
+        let colour = synthetic_frame();
+        assert!(!lacks_colour(&colour));
+        let mut grey = image::DynamicImage::ImageLuma8(imageops::grayscale(&colour)).to_rgb8();
+        assert!(lacks_colour(&grey));
+        // A few hot pixels do not make it a colour picture.
+        for x in 0..10 {
+            grey.put_pixel(x * 20, 4, Rgb([255, 0, 0]));
+        }
+        assert!(lacks_colour(&grey));
+        // A blank grey field (no cells in view, sensor noise) is not judged.
+        let mut state = 7;
+        let blank = RgbImage::from_fn(200, 160, |_, _| {
+            let v = 225 + (xorshift(&mut state) % 5) as u8;
+            Rgb([v, v, v])
+        });
+        assert!(!lacks_colour(&blank));
+        assert!(!lacks_colour(&RgbImage::new(0, 0)));
     }
 
     #[test]

@@ -504,8 +504,14 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
         t.review(),
         s.frames,
         s.seconds,
-        s.skipped_out_of_focus + s.corrupt_frames
+        s.skipped()
     );
+    if s.skipped_without_colour > 0 {
+        println!(
+            "  {} frames without colour skipped: is the camera monochrome, or set to a grey format?",
+            s.skipped_without_colour
+        );
+    }
     if s.source_losses > 0 {
         println!(
             "  the camera was lost {} time(s) and reconnected; the count went on",

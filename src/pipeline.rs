@@ -59,6 +59,9 @@ pub struct RunOptions {
 pub struct RunSummary {
     pub frames: u64,
     pub skipped_out_of_focus: u64,
+    /// Frames skipped because they hold no colour (a monochrome camera; see
+    /// [`crate::localize::lacks_colour`]).
+    pub skipped_without_colour: u64,
     pub corrupt_frames: u64,
     /// Times the source (camera) was lost and reconnection began; the count went on after each.
     pub source_losses: u64,
@@ -75,6 +78,17 @@ pub struct RunSummary {
     /// Each cell counted in this run: its id, the frame of its best view and where it was in that
     /// frame (frame pixels), so a count can be checked against a slide whose stage path is known.
     pub counted_views: Vec<(u64, u64, (f32, f32))>,
+}
+
+/// Why a frame without colour is skipped, after "frame N".
+pub const WITHOUT_COLOUR: &str = "has no colour, so it is skipped: white cells are found and \
+     classified by the colours of their stain. Is the camera monochrome, or set to a grey format?";
+
+impl RunSummary {
+    /// Frames that gave no cells to count: out of focus, without colour, or unreadable.
+    pub fn skipped(&self) -> u64 {
+        self.skipped_out_of_focus + self.skipped_without_colour + self.corrupt_frames
+    }
 }
 
 /// The hardware a run talks to besides the camera.
@@ -133,6 +147,7 @@ pub fn run(
     let mut summary = RunSummary {
         frames: 0,
         skipped_out_of_focus: 0,
+        skipped_without_colour: 0,
         corrupt_frames: 0,
         source_losses: 0,
         counted_now: 0,
@@ -214,12 +229,18 @@ pub fn run(
         summary.frames += 1;
         let um = frame.um_per_px.unwrap_or(profile.optics.um_per_px);
         let mut counted = tracker.advance(&frame.image, frame.index);
-        let loc = if tracker.frame_blurred() {
+        let colourless = crate::localize::lacks_colour(&frame.image);
+        let loc = if tracker.frame_blurred() || colourless {
             Localization::default()
         } else {
             localizer.localize(&frame.image, um)
         };
-        if loc.out_of_focus || tracker.frame_blurred() {
+        if colourless {
+            if summary.skipped_without_colour == 0 {
+                log::warn!("frame {} {WITHOUT_COLOUR}", frame.index);
+            }
+            summary.skipped_without_colour += 1;
+        } else if loc.out_of_focus || tracker.frame_blurred() {
             summary.skipped_out_of_focus += 1;
         }
         let cut = |cell: &Cell| localizer.crop(&frame.image, cell, um);
@@ -238,7 +259,7 @@ pub fn run(
             }
         }
         status.frames = summary.frames;
-        status.skipped = summary.skipped_out_of_focus + summary.corrupt_frames;
+        status.skipped = summary.skipped();
         status.fps = summary.frames as f32 / started.elapsed().as_secs_f32().max(1e-3);
         bar.set_position(tally.classified());
         bar.set_message(format!("frame {} | {:.1} fps", summary.frames, status.fps));
@@ -273,7 +294,7 @@ pub fn run(
     let diff = Differential::from_tally(
         &tally,
         summary.frames,
-        summary.skipped_out_of_focus + summary.corrupt_frames,
+        summary.skipped(),
         &classifier.manifest().name,
         &localizer_name(opts),
         &status.source,

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use marrowscope::localize::BoxPx;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const BCCD_FRAMES: usize = 12;
 /// TXL-PBC val frames the learned-detector test scores (sorted by name: a mix of its sources).
@@ -81,6 +81,71 @@ fn count_real_smear_frames(extra: &[&str], localizer: &str) {
     assert!(report.join("summary.png").is_file());
     assert!(stdout(&out).contains("Differential count"));
     assert_eq!(diff["localizer"], localizer);
+}
+
+#[test]
+fn frames_without_colour_are_skipped_and_the_camera_questioned() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("frames");
+    let copied = copy_first(&data.join("frames/bccd/JPEGImages"), &frames, 4);
+    // The last two as a monochrome camera would give them.
+    for f in &copied[2..] {
+        let grey = image::open(f).unwrap().to_luma8();
+        image::DynamicImage::ImageLuma8(grey)
+            .to_rgb8()
+            .save(f)
+            .unwrap();
+    }
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), BCCD_UM_PER_PX, &report);
+    let source = format!("dir:{}", frames.display());
+    let out = marrowscope(&[
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        &source,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\n  2 frames without colour skipped: is the camera monochrome"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("has no colour, so it is skipped"),
+        "{}",
+        stderr(&out)
+    );
+    let diff = read_json(&report.join("differential.json"));
+    assert_eq!(diff["skipped_frames"].as_u64(), Some(2), "{diff}");
+    assert!(
+        diff["total"].as_u64().unwrap() > 0,
+        "the colour frames are counted"
+    );
+}
+
+#[test]
+fn no_real_frame_or_crop_is_taken_for_grey_and_each_grey_copy_is() {
+    let Some(data) = data() else { return };
+    let mut pictures: Vec<PathBuf> = ["frames/bccd/JPEGImages", "frames/txl-pbc/images/val"]
+        .iter()
+        .flat_map(|folder| marrowscope::eval::frames_in(&data.join(folder)).unwrap())
+        .collect();
+    for set in ["marrow", "pbc"] {
+        for (_, crops) in marrowscope::eval::class_folders(&data.join(set)).unwrap() {
+            pictures.extend(crops.into_iter().take(40));
+        }
+    }
+    assert!(pictures.len() > 1_000, "{}", pictures.len());
+    for picture in &pictures {
+        let colour = image::open(picture).unwrap();
+        let grey = image::DynamicImage::ImageLuma8(colour.to_luma8()).to_rgb8();
+        let lacks_colour = marrowscope::localize::lacks_colour;
+        assert!(!lacks_colour(&colour.to_rgb8()), "{}", picture.display());
+        assert!(lacks_colour(&grey), "grey copy of {}", picture.display());
+    }
 }
 
 #[test]
