@@ -3,6 +3,7 @@
 //! batches of crops. Output is a class code with a calibrated probability, or "review" when the model
 //! is not sure enough.
 
+use crate::config::RonFile;
 use image::{imageops, RgbImage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,7 +33,7 @@ pub enum ClassifyError {
     #[error("{path}: invalid manifest: {message}")]
     ManifestInvalid { path: String, message: String },
     #[error("{path}: {what}")]
-    ManifestOfOtherModel { path: String, what: &'static str },
+    ManifestOfOtherModel { path: String, what: String },
     #[error("{path}: cannot read model file: {source}")]
     ModelIo {
         path: String,
@@ -87,12 +88,12 @@ pub struct ModelManifest {
 impl ModelManifest {
     /// Reads and checks a manifest file (not yet the model it names).
     pub fn load(path: &Path) -> Result<ModelManifest, ClassifyError> {
-        load_manifest(path, Self::check)
+        load_manifest(path, RonFile::ClassifierManifest, Self::check)
     }
 
     /// Parses and checks manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ModelManifest, ClassifyError> {
-        parse_manifest(text, origin, Self::check)
+        parse_manifest(text, origin, RonFile::ClassifierManifest, Self::check)
     }
 
     fn check(&self) -> Result<(), String> {
@@ -170,9 +171,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads a RON model manifest and checks it with `check` (which says what is wrong).
+/// Reads a RON model manifest of `kind` and checks it with `check` (which says what is wrong).
 pub fn load_manifest<T: serde::de::DeserializeOwned>(
     path: &Path,
+    kind: RonFile,
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, ClassifyError> {
     let shown = path.display().to_string();
@@ -180,16 +182,18 @@ pub fn load_manifest<T: serde::de::DeserializeOwned>(
         path: shown.clone(),
         source,
     })?;
-    parse_manifest(&text, &shown, check)
+    parse_manifest(&text, &shown, kind, check)
 }
 
-/// Parses RON manifest text (errors at line and column of `origin`) and checks it.
+/// Parses RON manifest text of `kind` (errors at line and column of `origin`, or naming the other
+/// kind of file it is) and checks it.
 pub fn parse_manifest<T: serde::de::DeserializeOwned>(
     text: &str,
     origin: &str,
+    kind: RonFile,
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, ClassifyError> {
-    let manifest: T = ron::from_str(text).map_err(|e| match other_models_manifest(text) {
+    let manifest: T = ron::from_str(text).map_err(|e| match kind.misplaced(text) {
         Some(what) => ClassifyError::ManifestOfOtherModel {
             path: origin.to_string(),
             what,
@@ -206,22 +210,6 @@ pub fn parse_manifest<T: serde::de::DeserializeOwned>(
         message,
     })?;
     Ok(manifest)
-}
-
-/// For manifest text that is not the kind wanted but reads as another kind of file (a detector's
-/// manifest given where a classifier's goes, or the reverse, or a board profile), what it is and
-/// where it goes. `parse_manifest` asks only after its own kind failed, so a text that reads as a
-/// manifest kind is the other one.
-fn other_models_manifest(text: &str) -> Option<&'static str> {
-    if ron::from_str::<ModelManifest>(text).is_ok() {
-        Some("a cell classifier's manifest, given where a detector's goes (--detector, or a profile's `detector`)")
-    } else if ron::from_str::<crate::detect::DetectorManifest>(text).is_ok() {
-        Some("a cell detector's manifest, given where a classifier's goes (--model, or a profile's `model`)")
-    } else if ron::from_str::<crate::config::BoardProfile>(text).is_ok() {
-        Some("a board profile, given where a model manifest goes (give it with --board)")
-    } else {
-        None
-    }
 }
 
 /// The model file `file` beside a manifest, with its path; refused when its SHA-256 is not `sha256`.
@@ -491,7 +479,7 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with(
-                "d.ron: a cell detector's manifest, given where a classifier's goes (--model"
+                "d.ron: a cell detector's manifest, given where a cell classifier's manifest goes (give it with --detector"
             ),
             "{e}"
         );
@@ -500,7 +488,7 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with(
-                "m.ron: a cell classifier's manifest, given where a detector's goes (--detector"
+                "m.ron: a cell classifier's manifest, given where a cell detector's manifest goes (give it with --model"
             ),
             "{e}"
         );
@@ -509,7 +497,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "b.ron: a board profile, given where a model manifest goes (give it with --board)"
+            "b.ron: a board profile, given where a cell classifier's manifest goes (give it with --board)"
         );
         // A misspelt field is still placed at its line and column.
         let e = ModelManifest::parse(&classifier.replace("crop_um", "crop_mu"), "m.ron")

@@ -22,7 +22,7 @@ pub enum ConfigError {
         message: String,
     },
     #[error("{path}: {what}")]
-    NotAProfile { path: String, what: &'static str },
+    NotAProfile { path: String, what: String },
     #[error("{path}:{line}:{col}: invalid `{field}`: {message}")]
     Invalid {
         path: String,
@@ -228,7 +228,7 @@ impl BoardProfile {
     /// Parses and validates profile text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<BoardProfile, ConfigError> {
         let mut profile: BoardProfile =
-            ron::from_str(text).map_err(|e| match manifest_kind(text) {
+            ron::from_str(text).map_err(|e| match RonFile::BoardProfile.misplaced(text) {
                 Some(what) => ConfigError::NotAProfile {
                     path: origin.to_string(),
                     what,
@@ -479,15 +479,63 @@ fn as_fourcc(typed: &str) -> String {
     }
 }
 
-/// For text given as a board profile that reads as a model manifest instead, what it is and where
-/// it goes (asked only after it failed to read as a profile).
-fn manifest_kind(text: &str) -> Option<&'static str> {
-    if ron::from_str::<crate::classify::ModelManifest>(text).is_ok() {
-        Some("a cell classifier's manifest, given where a board profile goes (give it with --model, or name it in a profile's `model`)")
-    } else if ron::from_str::<crate::detect::DetectorManifest>(text).is_ok() {
-        Some("a cell detector's manifest, given where a board profile goes (give it with --detector, or name it in a profile's `detector`)")
-    } else {
-        None
+/// The kinds of RON file a user gives marrowscope, told apart so that one given in another's
+/// place is named as what it is, not as an unexpected field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RonFile {
+    BoardProfile,
+    ClassifierManifest,
+    DetectorManifest,
+}
+
+impl RonFile {
+    const ALL: [RonFile; 3] = [
+        RonFile::BoardProfile,
+        RonFile::ClassifierManifest,
+        RonFile::DetectorManifest,
+    ];
+
+    fn reads(self, text: &str) -> bool {
+        match self {
+            RonFile::BoardProfile => ron::from_str::<BoardProfile>(text).is_ok(),
+            RonFile::ClassifierManifest => {
+                ron::from_str::<crate::classify::ModelManifest>(text).is_ok()
+            }
+            RonFile::DetectorManifest => {
+                ron::from_str::<crate::detect::DetectorManifest>(text).is_ok()
+            }
+        }
+    }
+
+    fn called(self) -> &'static str {
+        match self {
+            RonFile::BoardProfile => "a board profile",
+            RonFile::ClassifierManifest => "a cell classifier's manifest",
+            RonFile::DetectorManifest => "a cell detector's manifest",
+        }
+    }
+
+    fn given_with(self) -> &'static str {
+        match self {
+            RonFile::BoardProfile => "--board",
+            RonFile::ClassifierManifest => "--model, or name it in a profile's `model`",
+            RonFile::DetectorManifest => "--detector, or name it in a profile's `detector`",
+        }
+    }
+
+    /// For text that failed to read as this kind but reads as another, what it is and where it
+    /// goes: "a board profile, given where a cell classifier's manifest goes (give it with --board)".
+    pub fn misplaced(self, text: &str) -> Option<String> {
+        let found = Self::ALL
+            .into_iter()
+            .filter(|kind| *kind != self)
+            .find(|kind| kind.reads(text))?;
+        Some(format!(
+            "{}, given where {} goes (give it with {})",
+            found.called(),
+            self.called(),
+            found.given_with()
+        ))
     }
 }
 

@@ -8,6 +8,7 @@
 //! is read at a larger input (the network is fully convolutional), not squeezed into the square.
 
 use crate::classify::{load_manifest, parse_manifest, verified_model, ClassifyError};
+use crate::config::RonFile;
 use crate::localize::BoxPx;
 use image::RgbImage;
 use serde::Deserialize;
@@ -43,12 +44,12 @@ pub struct DetectorManifest {
 
 impl DetectorManifest {
     pub fn load(path: &Path) -> Result<DetectorManifest, ClassifyError> {
-        load_manifest(path, Self::check)
+        load_manifest(path, RonFile::DetectorManifest, Self::check)
     }
 
     /// Parses and checks manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<DetectorManifest, ClassifyError> {
-        parse_manifest(text, origin, Self::check)
+        parse_manifest(text, origin, RonFile::DetectorManifest, Self::check)
     }
 
     fn check(&self) -> Result<(), String> {

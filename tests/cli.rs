@@ -948,7 +948,7 @@ fn a_board_profile_and_a_model_manifest_given_in_each_others_place_are_named() {
     ]);
     assert_one_line_error(
         &out,
-        "desktop.ron: a board profile, given where a model manifest goes (give it with --board)",
+        "desktop.ron: a board profile, given where a cell classifier's manifest goes (give it with --board)",
     );
 }
 
