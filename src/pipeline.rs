@@ -81,7 +81,7 @@ pub struct RunSummary {
 }
 
 /// Why a frame without colour is skipped, after "frame N".
-pub const WITHOUT_COLOUR: &str = "has no colour, so it is skipped: white cells are found and \
+const WITHOUT_COLOUR: &str = "has no colour, so it is skipped: white cells are found and \
      classified by the colours of their stain. Is the camera monochrome, or set to a grey format?";
 
 impl RunSummary {
