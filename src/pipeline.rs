@@ -84,6 +84,24 @@ pub struct RunSummary {
 const WITHOUT_COLOUR: &str = "has no colour, so it is skipped: white cells are found and \
      classified by the colours of their stain. Is the camera monochrome, or set to a grey format?";
 
+/// The screen's word while frames come without colour; an OLED line shows its first 21
+/// characters, a colour panel all of it.
+pub const NO_COLOUR_NOTICE: &str = "grey frames skipped: is the camera monochrome?";
+
+/// Puts [`NO_COLOUR_NOTICE`] up while frames come without colour and takes it down at the first
+/// frame with colour. A notice already up for another reason (a reset to confirm) stays.
+fn show_colour_notice(status: &mut ScreenStatus, colourless: bool) {
+    let ours = status
+        .notice
+        .as_ref()
+        .is_some_and(|(text, _)| text == NO_COLOUR_NOTICE);
+    if colourless && (ours || status.notice.is_none()) {
+        status.notice = Some((NO_COLOUR_NOTICE.into(), Instant::now()));
+    } else if !colourless && ours {
+        status.notice = None;
+    }
+}
+
 impl RunSummary {
     /// Frames that gave no cells to count: out of focus, without colour, or unreadable.
     pub fn skipped(&self) -> u64 {
@@ -235,6 +253,7 @@ pub fn run(
         } else {
             localizer.localize(&frame.image, um)
         };
+        show_colour_notice(&mut status, colourless);
         if colourless {
             if summary.skipped_without_colour == 0 {
                 log::warn!("frame {} {WITHOUT_COLOUR}", frame.index);
@@ -685,5 +704,34 @@ pub fn draw_box(img: &mut RgbImage, b: &crate::localize::BoxPx, colour: Rgb<u8>)
             put(x0 + t, y);
             put(x1 - t, y);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(status: &ScreenStatus) -> Option<&str> {
+        status.notice.as_ref().map(|(text, _)| text.as_str())
+    }
+
+    #[test]
+    fn the_colour_notice_is_up_while_frames_are_grey_and_leaves_another_notice_alone() {
+        let mut status = ScreenStatus::default();
+        show_colour_notice(&mut status, false);
+        assert_eq!(notice(&status), None);
+        show_colour_notice(&mut status, true);
+        assert_eq!(notice(&status), Some(NO_COLOUR_NOTICE));
+        show_colour_notice(&mut status, true);
+        assert_eq!(notice(&status), Some(NO_COLOUR_NOTICE));
+        show_colour_notice(&mut status, false);
+        assert_eq!(notice(&status), None, "down at the first frame with colour");
+
+        let reset = "Reset? press RESET again to confirm";
+        status.notice = Some((reset.into(), Instant::now()));
+        show_colour_notice(&mut status, true);
+        assert_eq!(notice(&status), Some(reset));
+        show_colour_notice(&mut status, false);
+        assert_eq!(notice(&status), Some(reset));
     }
 }

@@ -1,17 +1,19 @@
 //! Faults during a run: a camera that vanishes and comes back (twice) leaves the count exactly as
 //! an unbroken run of the same frames would; a full disk while the report is written is a clear
-//! one-line error, the journal keeps every counted cell, and the next run resumes from it.
+//! one-line error, the journal keeps every counted cell, and the next run resumes from it; a
+//! camera that turns grey is told on the screen, and the count goes on when colour is back.
 
 mod common;
 use common::*;
 use marrowscope::classify::Classifier;
 use marrowscope::config::BoardProfile;
-use marrowscope::display::NoDisplay;
+use marrowscope::display::{Display, DisplayError, NoDisplay, ScreenStatus};
 use marrowscope::operator::NoControls;
-use marrowscope::pipeline::{self, RunOptions, RunSummary, Station};
+use marrowscope::pipeline::{self, RunOptions, RunSummary, Station, NO_COLOUR_NOTICE};
 use marrowscope::reconnect::{Backoff, Opener, Reconnecting};
 use marrowscope::slide::{atlas_sprites, SlideOptions, VirtualSlideSource};
 use marrowscope::source::{Frame, FrameSource, SourceError};
+use marrowscope::tally::Tally;
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
@@ -55,6 +57,10 @@ impl FrameSource for Connection {
 }
 
 fn run(source: &mut dyn FrameSource, report: &Path) -> RunSummary {
+    run_shown(source, report, &mut NoDisplay)
+}
+
+fn run_shown(source: &mut dyn FrameSource, report: &Path, display: &mut dyn Display) -> RunSummary {
     let mut profile = BoardProfile::desktop_default();
     profile.count_target = u32::MAX;
     let classifier = Classifier::load(&shipped_manifest(), profile.batch).unwrap();
@@ -66,7 +72,7 @@ fn run(source: &mut dyn FrameSource, report: &Path) -> RunSummary {
         detector: None,
     };
     let station = Station {
-        display: &mut NoDisplay,
+        display,
         controls: &mut NoControls,
     };
     pipeline::run(&profile, source, &classifier, station, &opts).unwrap()
@@ -166,4 +172,58 @@ fn full_disk_while_writing_the_report_keeps_the_journal() {
     );
     let diff = read_json(&report.join("differential.json"));
     assert!(diff["total"].as_u64().unwrap() as usize >= counted);
+}
+
+/// The slide as a camera gives it whose frames `grey` come without colour (set to a grey format).
+struct TurnsGrey {
+    slide: VirtualSlideSource,
+    grey: std::ops::Range<u64>,
+}
+
+impl FrameSource for TurnsGrey {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let mut frame = self.slide.next_frame()?;
+        if let Some(f) = frame.as_mut().filter(|f| self.grey.contains(&f.index)) {
+            let grey = image::DynamicImage::ImageRgb8(f.image.clone()).to_luma8();
+            f.image = image::DynamicImage::ImageLuma8(grey).to_rgb8();
+        }
+        Ok(frame)
+    }
+    fn describe(&self) -> String {
+        "camera on the virtual slide".into()
+    }
+}
+
+/// A display that keeps the notice of every screen it was asked to draw.
+#[derive(Default)]
+struct NoticeLog(Vec<Option<String>>);
+
+impl Display for NoticeLog {
+    fn show(&mut self, _: &Tally, status: &ScreenStatus) -> Result<(), DisplayError> {
+        self.0
+            .push(status.notice.as_ref().map(|(text, _)| text.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_camera_turned_grey_is_told_on_the_screen_until_colour_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shown = |grey: std::ops::Range<u64>, dir: &str| {
+        let mut camera = TurnsGrey {
+            slide: slide(),
+            grey,
+        };
+        let mut screen = NoticeLog::default();
+        let summary = run_shown(&mut camera, &tmp.path().join(dir), &mut screen);
+        (summary, screen.0.last().cloned().flatten())
+    };
+    let (grey_at_end, last_notice) = shown(40..FRAMES, "grey at the end");
+    assert_eq!(grey_at_end.skipped_without_colour, FRAMES - 40);
+    assert_eq!(last_notice.as_deref(), Some(NO_COLOUR_NOTICE));
+
+    let (grey_between, last_notice) = shown(20..40, "grey between");
+    assert_eq!(grey_between.skipped_without_colour, 20);
+    assert_eq!(last_notice, None, "colour came back");
+    assert!(grey_between.tally.total() > 0, "colour frames are counted");
 }
