@@ -173,7 +173,8 @@ pub struct ClassReport {
     pub review_rate: f64,
     /// Accuracy on the crops the runtime would count (not sent to review).
     pub accepted_accuracy: f64,
-    /// Files that could not be read.
+    /// Files not scored: unreadable, too small for a cell crop or without colour
+    /// ([`crate::source::read_crop`]); each was named in a warning.
     pub unreadable: Vec<String>,
 }
 

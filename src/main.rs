@@ -12,7 +12,7 @@ use marrowscope::operator::{AllControls, Controls, KeyControls, KEY_HELP};
 use marrowscope::pipeline::{self, RunOptions};
 use marrowscope::scale::{self, ScaleChoice};
 use marrowscope::slide::{SlideOptions, VirtualSlideSource};
-use marrowscope::source::{read_rgb, FrameSource, ReplaySource, SourceSpec};
+use marrowscope::source::{read_crop, read_rgb, FrameSource, ReplaySource, SourceSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -628,7 +628,7 @@ fn classify_cmd(
             let sample: Vec<image::RgbImage> = images
                 .iter()
                 .take(SCALE_SAMPLE)
-                .filter_map(|path| read_rgb(path).ok())
+                .filter_map(|path| read_crop(path).ok())
                 .collect();
             crop_scale(um_per_px, &sample)
         }
@@ -639,12 +639,15 @@ fn classify_cmd(
     for chunk in images.chunks(profile.batch.max(1)) {
         let (mut read, mut crops) = (Vec::new(), Vec::new());
         for path in chunk {
-            match read_rgb(path) {
+            match read_crop(path) {
                 Ok(crop) => {
                     read.push(path);
                     crops.push(fit(crop, um, &classifier));
                 }
-                Err(e) => failures.push(e.to_string()),
+                Err(e) => {
+                    log::warn!("{e}");
+                    failures.push(e.to_string());
+                }
             }
         }
         for (path, p) in read.into_iter().zip(classifier.classify(&crops)?) {
@@ -654,7 +657,7 @@ fn classify_cmd(
     match failures.len() {
         0 => Ok(()),
         1 => bail!("{}", failures[0]),
-        n => bail!("{} (and {} more unreadable images)", failures[0], n - 1),
+        n => bail!("{} (and {} more images not classified)", failures[0], n - 1),
     }
 }
 
@@ -673,7 +676,7 @@ fn eval_cmd(
     let sample: Vec<image::RgbImage> = folders
         .iter()
         .flat_map(|(_, files)| files.iter().step_by((files.len() / 12).max(1)).take(12))
-        .filter_map(|f| read_rgb(f).ok())
+        .filter_map(|f| read_crop(f).ok())
         .collect();
     let um = crop_scale(um_per_px, &sample);
     let total: usize = folders.iter().map(|(_, f)| f.len()).sum();
@@ -682,16 +685,17 @@ fn eval_cmd(
         "eval {pos}/{len} [{bar:30}] {eta}",
     )?);
     let mut counter = ConfusionCounter::default();
-    let mut unreadable = Vec::new();
+    let (mut unreadable, mut first_refusal) = (Vec::new(), None);
     let batch = profile.batch.max(1);
     for (class, files) in &folders {
         for chunk in files.chunks(batch) {
             let mut crops = Vec::with_capacity(chunk.len());
             for f in chunk {
-                match read_rgb(f) {
+                match read_crop(f) {
                     Ok(c) => crops.push(fit(c, um, &classifier)),
                     Err(e) => {
                         log::warn!("{e}");
+                        first_refusal.get_or_insert_with(|| e.to_string());
                         unreadable.push(f.display().to_string());
                     }
                 }
@@ -703,9 +707,9 @@ fn eval_cmd(
         }
     }
     bar.finish_and_clear();
-    if let (0, Some(first)) = (total - unreadable.len(), unreadable.first()) {
+    if let (0, Some(first)) = (total - unreadable.len(), first_refusal) {
         bail!(
-            "{}: none of its {total} crops could be read (the first: {first})",
+            "{}: none of its {total} crops could be scored; the first: {first}",
             data.display()
         );
     }

@@ -2,7 +2,8 @@
 //! V4L2 camera (MJPEG or YUYV, decoded here), replay of an image file or folder (JPEG, PNG, BMP, and
 //! TIFF where the `tiff` feature is built in) at a set frame rate, and the virtual slide (see
 //! [`crate::slide`]). Also the source-spec parser (`v4l:`, `dir:`, `file:`, `virtual:`) and
-//! `read_rgb`, which every command reading pictures uses.
+//! `read_rgb`, which every command reading pictures uses (`read_crop` on top of it refuses a cell
+//! crop too small or without colour).
 
 use crate::folder::{FileKind, NotAFolder};
 use image::codecs::jpeg::JpegDecoder;
@@ -37,6 +38,18 @@ pub enum SourceError {
     TooLarge { path: String, size: String },
     #[error("{path}: this build does not read TIFF (board builds leave it out to stay small); save the frames as PNG, or use a desktop build")]
     TiffLeftOut { path: String },
+    #[error(
+        "{path}: a {format} picture, which marrowscope does not read; save it as PNG, JPEG or BMP"
+    )]
+    FormatNotRead { path: String, format: String },
+    #[error("{path}: {width} × {height} px is too small to be a cell crop (at least {MIN_CROP_SIDE} px a side); give the crop as it was cut from the frame")]
+    CropTooSmall {
+        path: String,
+        width: u32,
+        height: u32,
+    },
+    #[error("{path}: has no colour (a grey picture), and cells are classified by the colours of their stain; was it taken with a monochrome camera or saved in grey?")]
+    CropWithoutColour { path: String },
     #[error("camera {device}: {message}")]
     Camera { device: String, message: String },
     #[error("frame decoding failed: {0}")]
@@ -58,6 +71,7 @@ impl SourceError {
             SourceError::Corrupt { .. }
                 | SourceError::TooLarge { .. }
                 | SourceError::TiffLeftOut { .. }
+                | SourceError::FormatNotRead { .. }
                 | SourceError::Decode(_)
         )
     }
@@ -220,6 +234,29 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     }
 }
 
+/// The smallest side of a picture `classify` and `eval` take for a cell crop, pixels: a cell
+/// crop of the model's field (about 19 µm) this small is under 0.6 µm a pixel.
+pub const MIN_CROP_SIDE: u32 = 32;
+
+/// Reads a single-cell crop as [`read_rgb`] does, and refuses one too small to show a cell or one
+/// without colour (see [`crate::localize::lacks_colour`]), which the model would still give a class.
+pub fn read_crop(path: &Path) -> Result<RgbImage, SourceError> {
+    let crop = read_rgb(path)?;
+    let (width, height) = crop.dimensions();
+    let path = || path.display().to_string();
+    if width.min(height) < MIN_CROP_SIDE {
+        return Err(SourceError::CropTooSmall {
+            path: path(),
+            width,
+            height,
+        });
+    }
+    if crate::localize::lacks_colour(&crop) {
+        return Err(SourceError::CropWithoutColour { path: path() });
+    }
+    Ok(crop)
+}
+
 /// Whether this build decodes TIFF (the `tiff` feature; board builds leave it out).
 const READS_TIFF: bool = cfg!(feature = "tiff");
 
@@ -229,12 +266,20 @@ fn refuse_left_out_format(
     format: Option<image::ImageFormat>,
     reads_tiff: bool,
 ) -> Result<(), SourceError> {
-    if format == Some(image::ImageFormat::Tiff) && !reads_tiff {
-        return Err(SourceError::TiffLeftOut {
+    use image::ImageFormat::{Bmp, Jpeg, Png, Tiff};
+    match format {
+        Some(Tiff) if !reads_tiff => Err(SourceError::TiffLeftOut {
             path: path.display().to_string(),
-        });
+        }),
+        Some(Jpeg | Png | Bmp | Tiff) | None => Ok(()),
+        Some(other) => Err(SourceError::FormatNotRead {
+            path: path.display().to_string(),
+            format: other
+                .extensions_str()
+                .first()
+                .map_or_else(|| format!("{other:?}"), |ext| ext.to_ascii_uppercase()),
+        }),
     }
-    Ok(())
 }
 
 /// Error text when an image decoder panics on a corrupt file or frame: the frame is skipped and
@@ -865,6 +910,61 @@ mod tests {
         assert!(refuse_left_out_format(path, Some(image::ImageFormat::Tiff), true).is_ok());
         assert!(refuse_left_out_format(path, Some(image::ImageFormat::Png), false).is_ok());
         assert!(refuse_left_out_format(path, None, false).is_ok());
+    }
+
+    #[test]
+    fn a_picture_in_a_format_not_read_is_named_with_the_formats_that_are() {
+        let err = refuse_left_out_format(
+            Path::new("crops/c1.webp"),
+            Some(image::ImageFormat::WebP),
+            true,
+        )
+        .unwrap_err();
+        assert!(err.is_recoverable());
+        assert_eq!(
+            err.to_string(),
+            "crops/c1.webp: a WEBP picture, which marrowscope does not read; save it as PNG, JPEG or BMP"
+        );
+        let gif = refuse_left_out_format(Path::new("c.jpg"), Some(image::ImageFormat::Gif), true);
+        assert!(gif.unwrap_err().to_string().contains("a GIF picture"));
+    }
+
+    /// A stained cell: a purple disc on a pink field.
+    fn stained_crop(side: u32) -> RgbImage {
+        let centre = side as f32 / 2.0;
+        RgbImage::from_fn(side, side, |x, y| {
+            let r = ((x as f32 - centre).powi(2) + (y as f32 - centre).powi(2)).sqrt();
+            if r < side as f32 / 3.0 {
+                image::Rgb([120, 60, 150])
+            } else {
+                image::Rgb([230, 200, 210])
+            }
+        })
+    }
+
+    #[test]
+    fn a_crop_too_small_or_without_colour_is_refused_and_a_stained_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let save = |name: &str, picture: RgbImage| {
+            let path = dir.path().join(name);
+            picture.save(&path).unwrap();
+            path
+        };
+        let stained = save("cell.png", stained_crop(64));
+        assert_eq!(read_crop(&stained).unwrap().dimensions(), (64, 64));
+
+        let tiny = save("tiny.png", stained_crop(MIN_CROP_SIDE - 1));
+        let message = read_crop(&tiny).unwrap_err().to_string();
+        assert!(
+            message.contains("tiny.png: 31 × 31 px is too small"),
+            "{message}"
+        );
+
+        let grey = DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(stained_crop(64)).to_luma8());
+        let grey = save("grey.png", grey.to_rgb8());
+        let message = read_crop(&grey).unwrap_err().to_string();
+        assert!(message.contains("grey.png: has no colour"), "{message}");
+        assert!(!message.contains('\n'));
     }
 
     #[test]

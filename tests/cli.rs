@@ -797,6 +797,77 @@ fn eval_reports_the_contract_json_and_unknown_classes() {
     assert_eq!(v["unknown_classes"], serde_json::json!(["XYZ"]));
 }
 
+/// Pictures made from a real crop that the model would still give a class: a grey copy, one shrunk
+/// to 20 px, and a GIF under a `.png` name. Returns their paths.
+fn unfit_copies_of(crop: &Path, dir: &Path) -> Vec<PathBuf> {
+    let colour = image::open(crop).unwrap();
+    let grey = dir.join("grey.png");
+    image::DynamicImage::ImageLuma8(colour.to_luma8())
+        .to_rgb8()
+        .save(&grey)
+        .unwrap();
+    let tiny = dir.join("tiny.png");
+    colour.thumbnail(20, 20).save(&tiny).unwrap();
+    // A GIF is known by its first bytes, and refused before it is decoded.
+    let gif = dir.join("gif.png");
+    std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+    vec![grey, tiny, gif]
+}
+
+#[test]
+fn classify_refuses_a_grey_a_tiny_and_a_gif_crop_and_classifies_the_real_one() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let real = copy_first(&data.join("marrow/EOS"), tmp.path(), 1).remove(0);
+    let mut args = vec!["classify".to_string(), real.display().to_string()];
+    args.extend(
+        unfit_copies_of(&real, tmp.path())
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    let out = marrowscope(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let printed = stdout(&out);
+    let classified: Vec<&str> = printed.lines().collect();
+    assert_eq!(classified.len(), 1, "only the real crop: {classified:?}");
+    assert!(classified[0].starts_with(&real.display().to_string()));
+    assert_one_line_error(&out, "grey.png: has no colour");
+    let err = stderr(&out);
+    assert!(err.contains("(and 2 more images not classified)"), "{err}");
+    // Each one is named in a warning as it is met.
+    for warning in [
+        "grey.png: has no colour",
+        "tiny.png: 20 × 20 px is too small to be a cell crop",
+        "gif.png: a GIF picture, which marrowscope does not read",
+    ] {
+        assert!(err.contains(warning), "{warning}: {err}");
+    }
+}
+
+#[test]
+fn eval_leaves_a_grey_crop_out_of_the_score_and_names_it() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let class = tmp.path().join("EOS");
+    let real = copy_first(&data.join("marrow/EOS"), &class, 3);
+    let grey = unfit_copies_of(&real[0], &class).remove(0);
+    for other in ["tiny.png", "gif.png"] {
+        std::fs::remove_file(class.join(other)).unwrap();
+    }
+    let out = marrowscope(&["eval", "--data", tmp.path().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("grey.png: has no colour"),
+        "{}",
+        stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["n"].as_u64(), Some(3), "the three real crops: {v}");
+    assert_eq!(
+        v["unreadable"],
+        serde_json::json!([grey.display().to_string()])
+    );
+}
+
 #[test]
 fn eval_with_no_readable_crop_is_an_error_not_a_score() {
     let tmp = tempfile::tempdir().unwrap();
@@ -805,7 +876,12 @@ fn eval_with_no_readable_crop_is_an_error_not_a_score() {
         std::fs::write(tmp.path().join("BLA").join(name), b"not a picture").unwrap();
     }
     let out = marrowscope(&["eval", "--data", tmp.path().to_str().unwrap(), "--json"]);
-    assert_one_line_error(&out, "none of its 2 crops could be read (the first: ");
+    assert_one_line_error(&out, "none of its 2 crops could be scored; the first: ");
+    assert!(
+        stderr(&out).contains("a.png: corrupt or unreadable image"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty(), "no score: {}", stdout(&out));
 }
 
