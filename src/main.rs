@@ -495,6 +495,14 @@ fn open_buttons(cfg: &marrowscope::config::ButtonsConfig) -> Result<Box<dyn Cont
     bail!("buttons on {}: GPIO needs Linux", cfg.gpio_chip)
 }
 
+/// "1 frame", "2 frames".
+fn frames(n: u64) -> String {
+    match n {
+        1 => "1 frame".into(),
+        n => format!("{n} frames"),
+    }
+}
+
 fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
     let t = &s.tally;
     println!(
@@ -506,10 +514,22 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
         s.seconds,
         s.skipped()
     );
+    if s.skipped_out_of_focus > 0 {
+        println!(
+            "  skipped: {} out of focus or smeared by a stage move",
+            frames(s.skipped_out_of_focus)
+        );
+    }
+    if s.corrupt_frames > 0 {
+        println!(
+            "  skipped: {} unreadable (each named in a warning)",
+            frames(s.corrupt_frames)
+        );
+    }
     if s.skipped_without_colour > 0 {
         println!(
-            "  {} frames without colour skipped: is the camera monochrome, or set to a grey format?",
-            s.skipped_without_colour
+            "  skipped: {} without colour: is the camera monochrome, or set to a grey format?",
+            frames(s.skipped_without_colour)
         );
     }
     if s.source_losses > 0 {

@@ -93,6 +93,10 @@ pub struct ShiftEstimator {
     /// The next sharp frame is compared with a sharp frame from before a smeared one.
     after_blur: bool,
     spanned_blur: bool,
+    /// Width and height of the last frame pushed.
+    frame_size: Option<(u32, u32)>,
+    /// The last frame pushed differs in size from the one before it.
+    resized: bool,
 }
 
 impl Default for ShiftEstimator {
@@ -104,6 +108,8 @@ impl Default for ShiftEstimator {
             blurred: false,
             after_blur: false,
             spanned_blur: false,
+            frame_size: None,
+            resized: false,
         }
     }
 }
@@ -124,6 +130,23 @@ fn sharpness(grey: &GrayImage) -> (f32, f32) {
 }
 
 impl ShiftEstimator {
+    /// True when the last pushed frame differs in size from the one before it (another camera,
+    /// or pictures of several cameras replayed): nothing is compared across the change.
+    pub fn last_was_resized(&self) -> bool {
+        self.resized
+    }
+
+    /// Records the size of a new frame; a change of size forgets the frames before it.
+    fn note_size(&mut self, size: (u32, u32)) {
+        self.resized = self.frame_size.is_some_and(|before| before != size);
+        if self.resized {
+            self.prev = None;
+            self.sharpness = None;
+            self.after_blur = false;
+        }
+        self.frame_size = Some(size);
+    }
+
     /// True when the last pushed frame was smeared by motion and skipped.
     pub fn last_was_blurred(&self) -> bool {
         self.blurred
@@ -139,6 +162,7 @@ impl ShiftEstimator {
     /// and the correlation peak height (1 = identical content, near 0 = unrelated views); None for
     /// the first frame, after a size change, or for a frame smeared by motion.
     pub fn push(&mut self, frame: &RgbImage) -> Option<(f32, f32, f32)> {
+        self.note_size(frame.dimensions());
         let grey = binned_grey(frame, CORRELATION_BIN);
         let sharp = sharpness(&grey);
         // Smeared along x or along y: that direction loses its edges, the other keeps them (a
@@ -382,7 +406,17 @@ impl Tracker {
     pub fn advance(&mut self, frame: &RgbImage, frame_index: u64) -> Vec<CountedCell> {
         let mut counted = Vec::new();
         self.frame_index = frame_index;
-        if let Some((dx, dy, strength)) = self.shift.push(frame) {
+        let shift = self.shift.push(frame);
+        if self.shift.last_was_resized() {
+            log::info!(
+                "frame {frame_index}: {} × {} px, unlike the frame before it: a new field",
+                frame.width(),
+                frame.height()
+            );
+            counted = self.finish();
+            self.done.clear();
+        }
+        if let Some((dx, dy, strength)) = shift {
             // A jump across a smeared frame overlaps less: half the peak height still means the
             // same field.
             let min = if self.shift.spans_blur() {
@@ -778,6 +812,19 @@ mod tests {
             sized_detection((170.0, 100.0), 40.0, true),
         ];
         let counted = still.show(&pair, 3) + still.tracker.finish().len();
+        assert_eq!(counted, 2);
+    }
+
+    #[test]
+    fn a_frame_of_another_size_is_a_new_field() {
+        // Pictures of two cameras replayed from one folder: nothing links the second one's cells
+        // to the first one's, though they sit at the same pixels.
+        let mut still = Still::new();
+        let cell = [detection((100.0, 100.0), true)];
+        let mut counted = still.show(&cell, 3);
+        still.frame = textured(400, 300);
+        counted += still.show(&cell, 3);
+        counted += still.tracker.finish().len();
         assert_eq!(counted, 2);
     }
 

@@ -109,7 +109,7 @@ fn frames_without_colour_are_skipped_and_the_camera_questioned() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("\n  2 frames without colour skipped: is the camera monochrome"),
+        stdout(&out).contains("\n  skipped: 2 frames without colour: is the camera monochrome"),
         "{}",
         stdout(&out)
     );
