@@ -38,6 +38,13 @@ pub enum PipelineError {
     Operator(#[from] OperatorError),
     #[error("no readable frames ({0})")]
     NoFrames(String),
+    #[error("{journal}: its {cells} cells were classified by model {began}, and this run's is {now}; one count is classified by one model. Resume it with {began} (--model or the board profile that names it), or give another --report folder for a new count")]
+    AnotherModel {
+        journal: String,
+        cells: u64,
+        began: String,
+        now: String,
+    },
 }
 
 /// Options of one run.
@@ -149,12 +156,14 @@ pub fn run(
     let mut tracker =
         Tracker::new(TrackerConfig::default()).with_first_id(tally.max_id().map_or(0, |m| m + 1));
     let source_name = source.describe();
+    refuse_another_model(&journal, resumed, &classifier.manifest().name)?;
     warn_of_another_source(&journal, resumed, &source_name);
     if let Some(place) = resume_place(&journal, source, &source_name)? {
         tracker = tracker.resuming_at(place.at.camera, place.counted);
     }
     journal.append(&Entry::Start {
         source: source_name.clone(),
+        model: Some(classifier.manifest().name.clone()),
     })?;
     let mut status = ScreenStatus {
         source: source_name,
@@ -194,6 +203,7 @@ pub fn run(
                 summary: &mut summary,
                 corrections: &corrections,
                 classes: &classifier.manifest().classes,
+                model: &classifier.manifest().name,
                 reset_asked: &mut reset_asked,
             }
         };
@@ -325,6 +335,20 @@ pub fn run(
 
 /// A count resumed from a journal of another source goes on adding to it (a camera's slides are
 /// one count), but replaying another folder into a report folder is more often a mistake: say so.
+/// Refuses to add to a journal's cells with another classifier than the one that classified them:
+/// the differential would mix two models' calls under one model's name.
+fn refuse_another_model(journal: &Journal, resumed: u64, model: &str) -> Result<(), PipelineError> {
+    match tally::last_model(journal.replayed()) {
+        Some(began) if resumed > 0 && began != model => Err(PipelineError::AnotherModel {
+            journal: journal.path().display().to_string(),
+            cells: resumed,
+            began: began.to_string(),
+            now: model.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn warn_of_another_source(journal: &Journal, resumed: u64, source_name: &str) {
     match tally::last_source(journal.replayed()) {
         Some(last) if resumed > 0 && last != source_name => log::warn!(
@@ -380,6 +404,8 @@ struct Desk<'a> {
     summary: &'a mut RunSummary,
     corrections: &'a CorrectionLog,
     classes: &'a [String],
+    /// The classifier's name, for the start entry of a count begun anew.
+    model: &'a str,
     /// When the operator last asked for a reset (it needs a second request to happen).
     reset_asked: &'a mut Option<Instant>,
 }
@@ -432,6 +458,7 @@ impl Desk<'_> {
         // The new journal names its source too, so a crash after the reset resumes in place.
         self.journal.append(&Entry::Start {
             source: self.status.source.clone(),
+            model: Some(self.model.to_string()),
         })?;
         *self.tally = tally;
         self.status.alerts.clear();

@@ -43,8 +43,13 @@ pub struct StagePoint {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Entry {
-    /// A run began reading this source (its description); counts after it came from that source.
-    Start { source: String },
+    /// A run began reading this source (its description) with this classifier (its manifest's
+    /// name; absent in journals of older versions); counts after it came from that source.
+    Start {
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
     /// A cell was counted: id, class, probability, the frame of its best view and its world position;
     /// `at` is where the stage was when it was counted (absent in journals of older versions).
     Count {
@@ -349,11 +354,11 @@ pub struct ResumePoint {
 pub fn resume_point(entries: &[Entry], source: &str) -> Option<ResumePoint> {
     let after_other = entries
         .iter()
-        .rposition(|e| matches!(e, Entry::Start { source: s } if s != source))
+        .rposition(|e| matches!(e, Entry::Start { source: s, .. } if s != source))
         .map_or(0, |i| i + 1);
     let first_start = entries[after_other..]
         .iter()
-        .position(|e| matches!(e, Entry::Start { source: s } if s == source))?;
+        .position(|e| matches!(e, Entry::Start { source: s, .. } if s == source))?;
     let chain = &entries[after_other + first_start..];
     let counts = chain.iter().filter_map(|e| match e {
         Entry::Count { x, y, at, .. } => Some(((*x, *y), *at)),
@@ -367,7 +372,16 @@ pub fn resume_point(entries: &[Entry], source: &str) -> Option<ResumePoint> {
 /// The source the journal's last run counted from (its last start entry), if any.
 pub fn last_source(entries: &[Entry]) -> Option<&str> {
     entries.iter().rev().find_map(|e| match e {
-        Entry::Start { source } => Some(source.as_str()),
+        Entry::Start { source, .. } => Some(source.as_str()),
+        _ => None,
+    })
+}
+
+/// The classifier that counted the journal's cells: the model of its last start entry that names
+/// one (None for an empty journal or one of an older version).
+pub fn last_model(entries: &[Entry]) -> Option<&str> {
+    entries.iter().rev().find_map(|e| match e {
+        Entry::Start { model, .. } => model.as_deref(),
         _ => None,
     })
 }
@@ -527,6 +541,7 @@ mod tests {
         let path = dir.path().join("journal.jsonl");
         let start = |source: &str| Entry::Start {
             source: source.into(),
+            model: None,
         };
         {
             let (mut j, _) = Journal::open(&path, 200).unwrap();
@@ -561,7 +576,24 @@ mod tests {
     fn start(source: &str) -> Entry {
         Entry::Start {
             source: source.into(),
+            model: None,
         }
+    }
+
+    #[test]
+    fn the_model_is_that_of_the_last_start_naming_one_and_older_starts_still_read() {
+        let older: Entry = serde_json::from_str(r#"{"op":"start","source":"slide A"}"#).unwrap();
+        assert_eq!(older, start("slide A"));
+        let by = |model: &str| Entry::Start {
+            source: "slide A".into(),
+            model: Some(model.into()),
+        };
+        let line = serde_json::to_string(&by("m-f32")).unwrap();
+        assert_eq!(line, r#"{"op":"start","source":"slide A","model":"m-f32"}"#);
+        let journal = [by("m-f32"), count(1, "BLA"), by("m-int8"), start("slide A")];
+        assert_eq!(last_model(&journal), Some("m-int8"));
+        assert_eq!(last_model(&journal[..2]), Some("m-f32"));
+        assert_eq!(last_model(&journal[3..]), None);
     }
 
     #[test]

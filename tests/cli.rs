@@ -1638,3 +1638,49 @@ fn count_eval_matches_counted_cells_to_the_slide() {
     assert_eq!(v["pooled"]["truth"], pan["truth"]);
     assert_eq!(v["pooled"]["total_error"], pan["total_error"]);
 }
+
+#[test]
+fn a_count_goes_on_only_with_the_model_that_began_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), 0.1, &report);
+    let run = |extra: &[&str]| {
+        let args = [
+            "run",
+            "--board",
+            board.to_str().unwrap(),
+            "--source",
+            "virtual:2",
+            "--frames",
+            "30",
+        ];
+        marrowscope(&[&args[..], extra].concat())
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let journal = report.join("journal.jsonl");
+    let before = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        before.contains(r#","model":"marrowscope-effl0t13-128-int8"}"#),
+        "{before}"
+    );
+    let f32 = repo().join("models/marrow-f32.ron");
+    let out = run(&["--model", f32.to_str().unwrap()]);
+    assert_one_line_error(
+        &out,
+        "cells were classified by model marrowscope-effl0t13-128-int8, and this run's is \
+         marrowscope-effl0t13-128-f32; one count is classified by one model",
+    );
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        before,
+        "nothing added"
+    );
+    let same = run(&[]);
+    assert!(same.status.success(), "{}", stderr(&same));
+    assert!(
+        stdout(&same).contains("cells resumed from the journal"),
+        "{}",
+        stdout(&same)
+    );
+}
