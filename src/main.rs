@@ -514,23 +514,20 @@ fn print_differential(s: &pipeline::RunSummary, report_dir: &Path) {
         s.seconds,
         s.skipped()
     );
-    if s.skipped_out_of_focus > 0 {
-        println!(
-            "  skipped: {} out of focus or smeared by a stage move",
-            frames(s.skipped_out_of_focus)
-        );
-    }
-    if s.corrupt_frames > 0 {
-        println!(
-            "  skipped: {} unreadable (each named in a warning)",
-            frames(s.corrupt_frames)
-        );
-    }
-    if s.skipped_without_colour > 0 {
-        println!(
-            "  skipped: {} without colour: is the camera monochrome, or set to a grey format?",
-            frames(s.skipped_without_colour)
-        );
+    for (n, why) in [
+        (
+            s.skipped_out_of_focus,
+            "out of focus or smeared by a stage move",
+        ),
+        (s.corrupt_frames, "unreadable (each named in a warning)"),
+        (
+            s.skipped_without_colour,
+            "without colour: is the camera monochrome, or set to a grey format?",
+        ),
+    ] {
+        if n > 0 {
+            println!("  skipped: {} {why}", frames(n));
+        }
     }
     if s.source_losses > 0 {
         println!(
