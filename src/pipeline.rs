@@ -333,8 +333,6 @@ pub fn run(
     Ok(summary)
 }
 
-/// A count resumed from a journal of another source goes on adding to it (a camera's slides are
-/// one count), but replaying another folder into a report folder is more often a mistake: say so.
 /// Refuses to add to a journal's cells with another classifier than the one that classified them:
 /// the differential would mix two models' calls under one model's name.
 fn refuse_another_model(journal: &Journal, resumed: u64, model: &str) -> Result<(), PipelineError> {
@@ -349,6 +347,8 @@ fn refuse_another_model(journal: &Journal, resumed: u64, model: &str) -> Result<
     }
 }
 
+/// A count resumed from a journal of another source goes on adding to it (a camera's slides are
+/// one count), but replaying another folder into a report folder is more often a mistake: say so.
 fn warn_of_another_source(journal: &Journal, resumed: u64, source_name: &str) {
     match tally::last_source(journal.replayed()) {
         Some(last) if resumed > 0 && last != source_name => log::warn!(
