@@ -55,11 +55,20 @@ pub enum ClassifyError {
         declared: usize,
         manifest: usize,
     },
+    #[error("{path}: the model is {model_is}, but its manifest's `precision` is {manifest:?}; is it the manifest of another export?")]
+    Precision {
+        path: String,
+        model_is: &'static str,
+        manifest: String,
+    },
     #[error("model output has {got} classes but the manifest lists {expected}")]
     OutputShape { got: usize, expected: usize },
     #[error("inference failed: {0}")]
     Inference(String),
 }
+
+/// The manifest's `precision` values: the number format of the weights.
+const PRECISIONS: [&str; 3] = ["f32", "f16", "int8"];
 
 /// What travels with a model file: how to feed it and how to read its output.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -123,6 +132,13 @@ impl ModelManifest {
         let stds = [self.std.0, self.std.1, self.std.2];
         if stds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err("`std` must be positive".into());
+        }
+        if !PRECISIONS.contains(&self.precision.as_str()) {
+            return Err(format!(
+                "`precision` {:?} is none of {}",
+                self.precision,
+                PRECISIONS.join(", ")
+            ));
         }
         if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err("`sha256` is not 64 hex digits".into());
@@ -261,6 +277,7 @@ impl Classifier {
             }
             _ => {}
         }
+        check_precision(&model, &manifest.precision, &shown)?;
         let mut plans = Vec::new();
         for b in sizes {
             let plan = build_plan(model.clone(), b, manifest.input_size).map_err(load_err)?;
@@ -411,6 +428,29 @@ fn read_model(bytes: &[u8]) -> TractResult<InferenceModel> {
     tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))
 }
 
+/// Refuses a model whose quantization the manifest's `precision` belies: an int8 model holds
+/// (de)quantize operators, a floating-point one none.
+fn check_precision(
+    model: &InferenceModel,
+    precision: &str,
+    path: &str,
+) -> Result<(), ClassifyError> {
+    let quantized = model
+        .nodes()
+        .iter()
+        .any(|n| n.op.name().contains("QuantizeLinear"));
+    let model_is = match (quantized, precision == "int8") {
+        (true, false) => "quantized (int8)",
+        (false, true) => "not quantized (floating point)",
+        _ => return Ok(()),
+    };
+    Err(ClassifyError::Precision {
+        path: path.to_string(),
+        model_is,
+        manifest: precision.to_string(),
+    })
+}
+
 /// The side of the square pictures the model file fixes for its input (N × 3 × side × side), if
 /// it fixes one; a model exported with a free picture size gives `None`.
 fn declared_input_side(model: &InferenceModel) -> Option<usize> {
@@ -454,6 +494,28 @@ mod tests {
         let p2 = softmax(&[2.0, 1.0, 0.0], 2.0);
         assert!((p1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert!(p2[0] < p1[0]);
+    }
+
+    #[test]
+    fn the_precision_must_say_whether_the_model_is_quantized() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        for (file, holds) in [("marrow-f32.onnx", "f32"), ("marrow-int8.onnx", "int8")] {
+            let model = read_model(&std::fs::read(models.join(file)).unwrap()).unwrap();
+            assert!(check_precision(&model, holds, file).is_ok());
+            let other = if holds == "int8" { "f32" } else { "int8" };
+            let message = check_precision(&model, other, file)
+                .unwrap_err()
+                .to_string();
+            let model_is = if holds == "int8" {
+                "quantized"
+            } else {
+                "not quantized"
+            };
+            assert!(
+                message.starts_with(&format!("{file}: the model is {model_is} (")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -1181,6 +1181,13 @@ fn a_manifest_that_does_not_fit_its_model_is_refused() {
         &out,
         "the model takes 128 × 128 px pictures, but its manifest's `input_size` is 96",
     );
+    let out = classify_with(manifest_text.replace("precision: \"int8\"", "precision: \"f32\""));
+    assert_one_line_error(
+        &out,
+        "the model is quantized (int8), but its manifest's `precision` is \"f32\"",
+    );
+    let out = classify_with(manifest_text.replace("precision: \"int8\"", "precision: \"fp64\""));
+    assert_one_line_error(&out, "`precision` \"fp64\" is none of f32, f16, int8");
     let out = classify_with(manifest_text.replace("\"BAS\", \"BLA\"", "\"BLA\", \"BLA\""));
     assert_one_line_error(&out, "invalid manifest: `classes` lists \"BLA\" twice");
     assert!(classify_with(manifest_text.clone()).status.success());
