@@ -798,7 +798,8 @@ fn eval_reports_the_contract_json_and_unknown_classes() {
 }
 
 /// Pictures made from a real crop that the model would still give a class: a grey copy, one shrunk
-/// to 20 px, and a GIF under a `.png` name. Returns their paths.
+/// to 20 px, a GIF under a `.png` name, and a cut-out (the cell's disc kept, its surround made
+/// transparent black, as an export of segmented cells has it). Returns their paths.
 fn unfit_copies_of(crop: &Path, dir: &Path) -> Vec<PathBuf> {
     let colour = image::open(crop).unwrap();
     let grey = dir.join("grey.png");
@@ -811,11 +812,26 @@ fn unfit_copies_of(crop: &Path, dir: &Path) -> Vec<PathBuf> {
     // A GIF is known by its first bytes, and refused before it is decoded.
     let gif = dir.join("gif.png");
     std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
-    vec![grey, tiny, gif]
+    let cut_out = dir.join("cut-out.png");
+    let rgb = colour.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let radius = w.min(h) as f32 * 0.35;
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 - w as f32 / 2.0, y as f32 - h as f32 / 2.0);
+        let [r, g, b] = rgb.get_pixel(x, y).0;
+        if dx.hypot(dy) < radius {
+            image::Rgba([r, g, b, 255])
+        } else {
+            image::Rgba([0, 0, 0, 0])
+        }
+    })
+    .save(&cut_out)
+    .unwrap();
+    vec![grey, tiny, gif, cut_out]
 }
 
 #[test]
-fn classify_refuses_a_grey_a_tiny_and_a_gif_crop_and_classifies_the_real_one() {
+fn classify_refuses_a_grey_a_tiny_a_gif_and_a_cut_out_crop_and_classifies_the_real_one() {
     let Some(data) = data() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let real = copy_first(&data.join("marrow/EOS"), tmp.path(), 1).remove(0);
@@ -832,12 +848,13 @@ fn classify_refuses_a_grey_a_tiny_and_a_gif_crop_and_classifies_the_real_one() {
     assert!(classified[0].starts_with(&real.display().to_string()));
     assert_one_line_error(&out, "grey.png: has no colour");
     let err = stderr(&out);
-    assert!(err.contains("(and 2 more images not classified)"), "{err}");
+    assert!(err.contains("(and 3 more images not classified)"), "{err}");
     // Each one is named in a warning as it is met.
     for warning in [
         "grey.png: has no colour",
         "tiny.png: 20 × 20 px is too small to be a cell crop",
         "gif.png: a GIF picture, which marrowscope does not read",
+        "cut-out.png: 61 % of it is transparent",
     ] {
         assert!(err.contains(warning), "{warning}: {err}");
     }
@@ -850,7 +867,7 @@ fn eval_leaves_a_grey_crop_out_of_the_score_and_names_it() {
     let class = tmp.path().join("EOS");
     let real = copy_first(&data.join("marrow/EOS"), &class, 3);
     let grey = unfit_copies_of(&real[0], &class).remove(0);
-    for other in ["tiny.png", "gif.png"] {
+    for other in ["tiny.png", "gif.png", "cut-out.png"] {
         std::fs::remove_file(class.join(other)).unwrap();
     }
     let out = marrowscope(&["eval", "--data", tmp.path().to_str().unwrap(), "--json"]);
