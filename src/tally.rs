@@ -1,6 +1,7 @@
 //! The differential count: counts by class, percentages, M:E ratio, blast percentage with its 95 %
 //! Wilson interval, the target count, rare-cell alerts and operator corrections; and the
-//! append-only, fsync'd journal that makes the count survive a crash or power loss.
+//! append-only, fsync'd journal that makes the count survive a crash or power loss, held by one run
+//! at a time.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ pub enum TallyError {
     },
     #[error("no counted cell with id {0}")]
     NoSuchCell(u64),
+    #[error("{path}: another marrowscope run is counting into this journal now; let it end (or stop it) first, or give this run another --report folder")]
+    InUse { path: String },
 }
 
 /// Granulocytic-series classes (myeloid side of the M:E ratio; blasts are reported separately).
@@ -246,6 +249,27 @@ pub struct Journal {
     replayed: Vec<Entry>,
 }
 
+/// Takes the journal's exclusive lock for as long as `file` is open (the system lets it go when the
+/// process ends, however it ends), so that a second run into the same report folder is refused
+/// before it reads the journal: two runs appending to one journal would count each cell twice, and
+/// the second, taking the first's half-written last line for a torn one, would cut it off. Where
+/// the file system keeps no locks, the run goes on with a warning.
+fn hold_alone(file: &File, path: &Path) -> Result<(), TallyError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(TallyError::InUse {
+            path: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            log::warn!(
+                "{}: cannot lock the journal ({e}); make sure no other run counts into this folder",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 impl Journal {
     /// Opens (or creates) a journal and replays it into a tally. A torn last line (a crash in the
     /// middle of a write) is cut off; a corrupt line elsewhere is an error naming its line.
@@ -268,6 +292,7 @@ impl Journal {
             .create(true)
             .open(path)
             .map_err(io)?;
+        hold_alone(&file, path)?;
         let (tally, replayed, good_len) = replay(&mut file, path, target)?;
         let len = file.metadata().map_err(io)?.len();
         if good_len < len {
@@ -510,6 +535,37 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_is_held_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (mut first, _) = Journal::open(&path, 200).unwrap();
+        first.append(&count(1, "BLA")).unwrap();
+        // The first run is in the middle of its next write when a second one starts.
+        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        raw.write_all(b"{\"op\":\"count\",\"id\":2,").unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let err = Journal::open(&path, 200).err().unwrap().to_string();
+        assert!(
+            err.ends_with("journal.jsonl: another marrowscope run is counting into this journal now; let it end (or stop it) first, or give this run another --report folder"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "the first run's half-written line is not cut off"
+        );
+        raw.write_all(b"\"class\":\"LYT\",\"p\":0.9,\"frame\":0,\"x\":1.0,\"y\":1.0}\n")
+            .unwrap();
+        drop(first);
+        let (_, tally) = Journal::open(&path, 200).unwrap();
+        assert_eq!(
+            tally.total(),
+            2,
+            "once the first run ends, the next resumes its count"
+        );
+    }
+
+    #[test]
     fn corrupt_middle_line_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
@@ -649,6 +705,7 @@ mod tests {
         assert_eq!(tally.total(), 2);
         journal.append(&counted_at(2, (9.0, 9.0), 8)).unwrap();
         assert_eq!(journal.replayed().len(), 2);
+        drop(journal);
         let (_, tally) = Journal::open(&path, 200).unwrap();
         assert_eq!(tally.total(), 3);
     }

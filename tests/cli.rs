@@ -1663,23 +1663,56 @@ fn count_eval_matches_counted_cells_to_the_slide() {
     assert_eq!(v["pooled"]["total_error"], pan["total_error"]);
 }
 
+/// `run` of the board profile `board` over 30 frames of virtual slide 2, with `extra` arguments.
+fn thirty_virtual_frames(board: &Path, extra: &[&str]) -> std::process::Output {
+    let args = [
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        "virtual:2",
+        "--frames",
+        "30",
+    ];
+    marrowscope(&[&args[..], extra].concat())
+}
+
+#[test]
+fn a_second_run_into_a_folder_being_counted_into_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let board = write_board(tmp.path(), 0.1, &report);
+    let first = thirty_virtual_frames(&board, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let journal = report.join("journal.jsonl");
+    let before = std::fs::read_to_string(&journal).unwrap();
+    let crops = std::fs::read_dir(report.join("crops")).unwrap().count();
+    // Another run holds the journal, as a run still counting does.
+    let held = std::fs::File::open(&journal).unwrap();
+    held.try_lock().unwrap();
+    let second = thirty_virtual_frames(&board, &[]);
+    assert_one_line_error(
+        &second,
+        "journal.jsonl: another marrowscope run is counting into this journal now",
+    );
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), before);
+    assert_eq!(
+        std::fs::read_dir(report.join("crops")).unwrap().count(),
+        crops,
+        "no crop written"
+    );
+    drop(held);
+    let third = thirty_virtual_frames(&board, &[]);
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(stdout(&third).contains("cells resumed from the journal"));
+}
+
 #[test]
 fn a_count_goes_on_only_with_the_model_that_began_it() {
     let tmp = tempfile::tempdir().unwrap();
     let report = tmp.path().join("report");
     let board = write_board(tmp.path(), 0.1, &report);
-    let run = |extra: &[&str]| {
-        let args = [
-            "run",
-            "--board",
-            board.to_str().unwrap(),
-            "--source",
-            "virtual:2",
-            "--frames",
-            "30",
-        ];
-        marrowscope(&[&args[..], extra].concat())
-    };
+    let run = |extra: &[&str]| thirty_virtual_frames(&board, extra);
     let first = run(&[]);
     assert!(first.status.success(), "{}", stderr(&first));
     let journal = report.join("journal.jsonl");
