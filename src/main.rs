@@ -1,7 +1,7 @@
 //! The `marrowscope` command line: the live loop (`run`, the default demo), `classify`, `eval`,
 //! `detect-eval`, `bench` and `check`. Errors end here as one human line and a non-zero exit.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use marrowscope::classify::{Classifier, ModelManifest};
 use marrowscope::config::BoardProfile;
@@ -67,7 +67,8 @@ enum Command {
     Run(RunArgs),
     /// Classify single-cell crops: one line (or JSON object with --json) per image.
     Classify {
-        /// Crop pictures (JPEG, PNG, BMP or TIFF), one cell each.
+        /// Crop pictures (JPEG, PNG, BMP or TIFF), one cell each, or folders of them (each folder's
+        /// pictures in name order, not its sub-folders).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// One JSON object per crop instead of a text line.
@@ -631,6 +632,23 @@ fn print_class(
     }
 }
 
+/// The crops `classify` was given: each picture as named, and each folder's pictures in name
+/// order; a folder without pictures is an error saying what it holds instead.
+fn crops_named(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut crops = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let pictures =
+                marrowscope::folder::files_of_kind(path, &marrowscope::source::IMAGE_FILES)
+                    .map_err(|message| anyhow!("{}: {message}", path.display()))?;
+            crops.extend(pictures);
+        } else {
+            crops.push(path.clone());
+        }
+    }
+    Ok(crops)
+}
+
 fn classify_cmd(
     images: &[PathBuf],
     json: bool,
@@ -638,6 +656,7 @@ fn classify_cmd(
     model: Option<PathBuf>,
     um_per_px: ScaleChoice,
 ) -> Result<()> {
+    let images = crops_named(images)?;
     let profile = load_profile(board)?;
     let classifier = Classifier::load(&manifest_path(&profile, model), profile.batch)?;
     let um = match um_per_px {
@@ -653,7 +672,9 @@ fn classify_cmd(
     };
     // A batch at a time, so that thousands of crops fit a board's memory.
     let mut failures = Vec::new();
+    let bar = indicatif::ProgressBar::new(images.len() as u64);
     for chunk in images.chunks(profile.batch.max(1)) {
+        bar.inc(chunk.len() as u64);
         let (mut read, mut crops) = (Vec::new(), Vec::new());
         for path in chunk {
             match read_crop(path) {
@@ -668,9 +689,10 @@ fn classify_cmd(
             }
         }
         for (path, p) in read.into_iter().zip(classifier.classify(&crops)?) {
-            print_class(path, &p, &classifier, json);
+            bar.suspend(|| print_class(path, &p, &classifier, json));
         }
     }
+    bar.finish_and_clear();
     match failures.len() {
         0 => Ok(()),
         1 => bail!("{}", failures[0]),

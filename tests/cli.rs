@@ -861,6 +861,33 @@ fn classify_refuses_a_grey_a_tiny_a_gif_and_a_cut_out_crop_and_classifies_the_re
 }
 
 #[test]
+fn classify_takes_a_folder_of_crops_and_names_a_folder_of_class_folders() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let crops = tmp.path().join("crops");
+    let mut given = copy_first(&data.join("marrow/EOS"), &crops, 2);
+    given.extend(copy_first(&data.join("marrow/LYT"), &crops, 1));
+    given.sort();
+    // A sub-folder is not looked into, and a file of another kind is passed over.
+    copy_first(&data.join("marrow/BLA"), &crops.join("BLA"), 1);
+    std::fs::write(crops.join("notes.txt"), "slide 4").unwrap();
+    let out = marrowscope(&["classify", crops.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let named: Vec<String> = stdout(&out)
+        .lines()
+        .map(|line| line.split('\t').next().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = given.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        named, expected,
+        "each picture of the folder once, in name order"
+    );
+
+    let out = marrowscope(&["classify", tmp.path().to_str().unwrap()]);
+    assert_one_line_error(&out, "holds no image files, but its folders crops do");
+}
+
+#[test]
 fn eval_leaves_a_grey_crop_out_of_the_score_and_names_it() {
     let Some(data) = data() else { return };
     let tmp = tempfile::tempdir().unwrap();
