@@ -202,6 +202,39 @@ pub fn is_image_file(path: &Path) -> bool {
     named_as_image && !path.is_dir()
 }
 
+/// Extensions of the video files a microscope camera's software records.
+const VIDEO_EXTENSIONS: [&str; 9] = [
+    "mp4", "m4v", "mov", "avi", "mkv", "webm", "wmv", "mpg", "h264",
+];
+
+/// Video files, named where a folder of pictures holds only those.
+const VIDEO_FILES: FileKind = FileKind {
+    called: "video files",
+    is: is_video_file,
+};
+
+/// Whether a path is named as a video file.
+fn is_video_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        && !path.is_dir()
+}
+
+/// What a video given for replay is told: how to turn it into pictures that replay.
+fn video_advice(video: &Path) -> String {
+    let name = video.display().to_string();
+    let quoted = if name.contains(char::is_whitespace) {
+        format!("\"{name}\"")
+    } else {
+        name
+    };
+    format!(
+        "marrowscope replays pictures, not videos: save the video's frames as pictures (e.g. \
+         ffmpeg -i {quoted} frames/%05d.png) and replay the folder with dir:frames"
+    )
+}
+
 /// Reads an image file as RGB, with a one-line error naming the file.
 pub fn read_rgb(path: &Path) -> Result<RgbImage, SourceError> {
     let corrupt = |message: String| SourceError::Corrupt {
@@ -354,6 +387,12 @@ impl ReplaySource {
                 message: message.into(),
             });
         }
+        if is_video_file(path) {
+            return Err(SourceError::Open {
+                path: path.display().to_string(),
+                message: video_advice(path),
+            });
+        }
         Ok(Self::new(
             vec![path.to_path_buf()],
             format!("file {}", path.display()),
@@ -375,7 +414,12 @@ impl ReplaySource {
             Err(NotAFolder::Missing) => return Err(open_err("no such folder".into())),
             Ok(()) => {}
         }
-        let files = crate::folder::files_of_kind(path, &IMAGE_FILES).map_err(open_err)?;
+        let files = crate::folder::files_of_kind(path, &IMAGE_FILES).map_err(|message| {
+            match crate::folder::files_of_kind(path, &VIDEO_FILES) {
+                Ok(videos) => open_err(format!("{message}; {}", video_advice(&videos[0]))),
+                Err(_) => open_err(message),
+            }
+        })?;
         Ok(Self::new(files, format!("folder {}", path.display())))
     }
 
@@ -857,6 +901,28 @@ mod tests {
         let e = ReplaySource::dir(&dir.path().join("gone")).err().unwrap();
         assert!(e.to_string().ends_with("gone: no such folder"), "{e}");
         assert!(ReplaySource::file(&picture).is_ok() && ReplaySource::dir(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_video_given_for_replay_says_how_to_replay_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let video = dir.path().join("slide 4.MP4");
+        std::fs::write(&video, b"\0\0\0\x18ftypmp42").unwrap();
+        let e = ReplaySource::file(&video).err().unwrap().to_string();
+        let advice = format!(
+            "marrowscope replays pictures, not videos: save the video's frames as pictures (e.g. \
+             ffmpeg -i \"{}\" frames/%05d.png) and replay the folder with dir:frames",
+            video.display()
+        );
+        assert_eq!(e, format!("{}: {advice}", video.display()));
+        let e = ReplaySource::dir(dir.path()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: holds no image files, only 1 .mp4 file; {advice}",
+                dir.path().display()
+            )
+        );
     }
 
     /// A 4x2 picture with a different colour in every pixel.
