@@ -171,7 +171,8 @@ impl Localizer {
         let work_um = um_per_px * bin as f32;
         let mask = nucleus_mask(&stain);
         if let Some((detector, side)) = detector {
-            let found = detector_boxes(detector, side as usize, frame, &binned, bin, &white);
+            let found = detector_boxes(detector, side as usize, frame, &binned, bin, &white)
+                .map(|boxes| no_smaller_than(boxes, self.cfg.min_nucleus_um / um_per_px));
             let size = (frame.width() as f32, frame.height() as f32);
             return Localization {
                 cells: detected_cells(found, &mask, size, bin, um_per_px),
@@ -317,6 +318,20 @@ fn detector_bin(bin: u32, (width, height): (u32, u32), side: u32) -> u32 {
     bin.min(width / side.max(1))
         .min(height / side.max(1))
         .max(1)
+}
+
+/// The detector's boxes whose longer side is at least `min_side` frame pixels (the smallest
+/// nucleus the profile counts, `min_nucleus_um`): a box smaller than that holds no white cell, not
+/// even the sliver of one at the frame edge. The network finds such boxes where a frame shows far
+/// less than it learnt (a picture of a few µm blown up to its input: noise read as a cell).
+fn no_smaller_than(
+    boxes: Vec<crate::detect::Detection>,
+    min_side: f32,
+) -> Vec<crate::detect::Detection> {
+    boxes
+        .into_iter()
+        .filter(|d| d.bbox.width().max(d.bbox.height()) >= min_side)
+        .collect()
 }
 
 /// Cells from the detector's boxes: each box's nuclear mask is the frame's nuclear mask inside it,
