@@ -1284,7 +1284,9 @@ fn a_folder_or_a_missing_file_where_a_file_goes_is_named_as_such() {
     let dir = tmp.path().to_str().unwrap();
     let out = marrowscope(&["check", "--board", dir]);
     assert_one_line_error(&out, "cannot read board profile: a folder, not a file");
-    let out = marrowscope(&["classify", "--model", dir, dir]);
+    let crop = tmp.path().join("crop.png");
+    save_flat_picture(&crop, (64, 64), [200, 120, 180]);
+    let out = marrowscope(&["classify", "--model", dir, crop.to_str().unwrap()]);
     assert_one_line_error(&out, "a folder, not a file");
     let missing = tmp.path().join("cell.png");
     let out = marrowscope(&["classify", missing.to_str().unwrap()]);
@@ -1726,16 +1728,7 @@ fn count_eval_matches_counted_cells_to_the_slide() {
 
 /// `run` of the board profile `board` over 30 frames of virtual slide 2, with `extra` arguments.
 fn thirty_virtual_frames(board: &Path, extra: &[&str]) -> std::process::Output {
-    let args = [
-        "run",
-        "--board",
-        board.to_str().unwrap(),
-        "--source",
-        "virtual:2",
-        "--frames",
-        "30",
-    ];
-    marrowscope(&[&args[..], extra].concat())
+    run_virtual_slide(board, "30", extra)
 }
 
 #[test]

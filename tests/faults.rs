@@ -130,19 +130,7 @@ fn full_disk_while_writing_the_report_keeps_the_journal() {
     std::fs::create_dir_all(&report).unwrap();
     // The report's temporary file is the kernel's always-full device: every write gets ENOSPC.
     std::os::unix::fs::symlink("/dev/full", report.join("differential.tmp")).unwrap();
-    let args = |frames: &'static str| {
-        [
-            "run",
-            "--board",
-            board.to_str().unwrap(),
-            "--source",
-            "virtual:2",
-            "--frames",
-            frames,
-        ]
-        .map(String::from)
-    };
-    let out = marrowscope(&args("40").each_ref().map(|s| s.as_str()));
+    let out = run_virtual_slide(&board, "40", &[]);
     assert!(!out.status.success());
     assert_one_line_error(&out, "No space left on device");
     assert!(
@@ -163,7 +151,7 @@ fn full_disk_while_writing_the_report_keeps_the_journal() {
     assert!(!report.join("differential.json").exists(), "no half report");
 
     // Space again: the next run resumes the journaled cells and writes the report.
-    let out = marrowscope(&args("1").each_ref().map(|s| s.as_str()));
+    let out = run_virtual_slide(&board, "1", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains(&format!("{counted} cells resumed")),

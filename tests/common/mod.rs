@@ -34,6 +34,21 @@ pub fn marrowscope(args: &[&str]) -> Output {
         .expect("the marrowscope binary runs")
 }
 
+/// `run` of the board profile `board` over `frames` frames of virtual slide 2, with `extra`
+/// arguments.
+pub fn run_virtual_slide(board: &Path, frames: &str, extra: &[&str]) -> Output {
+    let args = [
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        "virtual:2",
+        "--frames",
+        frames,
+    ];
+    marrowscope(&[&args[..], extra].concat())
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
