@@ -195,11 +195,15 @@ pub const IMAGE_FILES: FileKind = FileKind {
 
 /// True when a path is a file (not a folder) whose name says it is an image replay can read.
 pub fn is_image_file(path: &Path) -> bool {
-    let named_as_image = path
-        .extension()
+    named_with_one_of(path, &IMAGE_EXTENSIONS)
+}
+
+/// Whether a path that is not a folder ends in one of `extensions` (any letter case).
+fn named_with_one_of(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-    named_as_image && !path.is_dir()
+        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+        && !path.is_dir()
 }
 
 /// Extensions of the video files a microscope camera's software records.
@@ -215,10 +219,7 @@ const VIDEO_FILES: FileKind = FileKind {
 
 /// Whether a path is named as a video file.
 fn is_video_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        && !path.is_dir()
+    named_with_one_of(path, &VIDEO_EXTENSIONS)
 }
 
 /// What a video given for replay is told: how to turn it into pictures that replay.
@@ -297,19 +298,15 @@ fn refuse_transparent(path: &Path, picture: &DynamicImage) -> Result<(), SourceE
     })
 }
 
-/// How many pixels of a picture with an alpha channel are less than fully opaque.
+/// How many pixels of a picture with an alpha channel are less than fully opaque (read in 16
+/// bits, which keeps every 8-bit alpha exactly).
 fn count_see_through(picture: &DynamicImage) -> u64 {
-    match picture {
-        DynamicImage::ImageLumaA8(p) => p.pixels().filter(|px| px.0[1] < u8::MAX).count() as u64,
-        DynamicImage::ImageRgba8(p) => p.pixels().filter(|px| px.0[3] < u8::MAX).count() as u64,
-        DynamicImage::ImageLumaA16(p) => p.pixels().filter(|px| px.0[1] < u16::MAX).count() as u64,
-        DynamicImage::ImageRgba16(p) => p.pixels().filter(|px| px.0[3] < u16::MAX).count() as u64,
-        other => other
-            .to_rgba32f()
-            .pixels()
-            .filter(|px| px.0[3] < 1.0)
-            .count() as u64,
-    }
+    let alpha_opaque = u16::MAX;
+    picture
+        .to_rgba16()
+        .pixels()
+        .filter(|px| px.0[3] < alpha_opaque)
+        .count() as u64
 }
 
 /// The smallest side of a picture `classify` and `eval` take for a cell crop, pixels: a cell
