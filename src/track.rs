@@ -70,10 +70,37 @@ struct Track {
     settled: Option<(f32, f32)>,
     /// The cell's box in its last whole view, world pixels.
     extent: Option<BoxPx>,
+    /// Area of the largest box among its whole views, px² ([`SHRUNK_VIEW_SHARE`]).
+    largest_whole: f32,
     last_seen: u64,
     views: u32,
     best: Option<View>,
     counted: bool,
+}
+
+/// A view the localizer calls whole, whose box is under this share of the largest whole box of its
+/// track, is the cell half out of the view. The learned detector's box around a cell cut by the frame
+/// edge stops a few pixels short of the edge, so such a view passes as whole: its centre, a
+/// nucleus radius off, would be where the cell is remembered, and the cell counted again when the
+/// next row of a pan brings it back (a real neutrophil, twice in a pan over BCCD frames). Such a
+/// view neither moves the cell's place nor is classified. Whole views of one cell differed by under
+/// a tenth in box area in those pans.
+const SHRUNK_VIEW_SHARE: f32 = 0.8;
+
+/// How near the frame edge a box must come to be taken for part of a cell cut by it, µm: the
+/// learned detector's boxes around cut cells stopped 0.4-0.9 µm short of the edge in a pan over
+/// BCCD frames.
+const EDGE_BAND_UM: f32 = 1.5;
+
+/// The share of a box at the frame edge that must lie inside a counted cell's box for it to be part
+/// of that cell. A neighbour touching the cell reaches into its box by much less.
+const PART_INSIDE_SHARE: f32 = 0.6;
+
+/// The share of box `a`'s area that lies inside box `b`.
+fn share_inside(a: &BoxPx, b: &BoxPx) -> f32 {
+    let w = (a.x1.min(b.x1) - a.x0.max(b.x0)).max(0.0);
+    let h = (a.y1.min(b.y1) - a.y0.max(b.y0)).max(0.0);
+    w * h / a.area().max(f32::EPSILON)
 }
 
 /// A frame whose sharpness along one axis falls below this share of the recent sharp frames', and
@@ -134,6 +161,11 @@ impl ShiftEstimator {
     /// or pictures of several cameras replayed): nothing is compared across the change.
     pub fn last_was_resized(&self) -> bool {
         self.resized
+    }
+
+    /// Width and height of the last frame pushed.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        self.frame_size
     }
 
     /// Records the size of a new frame; a change of size forgets the frames before it.
@@ -456,7 +488,9 @@ impl Tracker {
             let world = (self.camera.0 + cell.centre.0, self.camera.1 + cell.centre.1);
             let extent = cell.complete.then(|| self.to_world(&cell.bbox));
             let Some(t) = self.match_track(world, radius, &matched) else {
-                if seen_before(&self.done, &Place { at: world, extent }, radius) {
+                if seen_before(&self.done, &Place { at: world, extent }, radius)
+                    || self.part_of_a_counted_cell(&cell.bbox, um_per_px)
+                {
                     continue;
                 }
                 log::trace!(
@@ -466,30 +500,33 @@ impl Tracker {
                     world.0,
                     world.1
                 );
-                self.tracks.push(Track {
+                let mut track = Track {
                     id: self.next_id,
                     world,
-                    settled: cell.complete.then_some(world),
-                    extent,
+                    settled: None,
+                    extent: None,
+                    largest_whole: 0.0,
                     last_seen: self.frame_index,
                     views: 0,
                     best: None,
                     counted: false,
-                });
+                };
+                let whole = extent.is_some_and(|e| track.seen_whole(world, e));
+                self.tracks.push(track);
                 self.next_id += 1;
                 matched.push(true);
-                self.queue_view(self.tracks.len() - 1, cell, &cut, &mut to_classify);
+                if whole {
+                    self.queue_view(self.tracks.len() - 1, cell, &cut, &mut to_classify);
+                }
                 continue;
             };
             matched[t] = true;
             let track = &mut self.tracks[t];
             track.world = world;
-            if cell.complete {
-                track.settled = Some(world);
-                track.extent = extent;
-            }
             track.last_seen = self.frame_index;
-            self.queue_view(t, cell, &cut, &mut to_classify);
+            if extent.is_some_and(|e| track.seen_whole(world, e)) {
+                self.queue_view(t, cell, &cut, &mut to_classify);
+            }
         }
         if !to_classify.is_empty() {
             let crops: Vec<RgbImage> = to_classify.iter().map(|(_, c, _)| c.clone()).collect();
@@ -501,6 +538,30 @@ impl Tracker {
         Ok(self.collect_counted(radius))
     }
 
+    /// Whether a box at the frame edge (within [`EDGE_BAND_UM`]) lies mostly inside the whole box
+    /// of a cell counted and gone: part of that cell coming back into view. The learned detector's
+    /// box around such a part stops short of the edge and passes as whole, and its centre is too
+    /// far from the cell's to be matched by distance (a counted neutrophil's lower part, entering
+    /// at the top of the next row of a pan over BCCD frames, counted as a cell of its own).
+    fn part_of_a_counted_cell(&self, bbox: &BoxPx, um_per_px: f32) -> bool {
+        let Some((w, h)) = self.shift.frame_size() else {
+            return false;
+        };
+        let band = EDGE_BAND_UM / um_per_px;
+        let at_edge = bbox.x0 < band
+            || bbox.y0 < band
+            || bbox.x1 > w as f32 - band
+            || bbox.y1 > h as f32 - band;
+        let world = self.to_world(bbox);
+        at_edge
+            && self
+                .done
+                .iter()
+                .filter_map(|k| k.extent)
+                .any(|e| share_inside(&world, &e) >= PART_INSIDE_SHARE)
+    }
+
+    /// Queues a whole view of track `t` for classification, unless the track is counted already.
     fn queue_view(
         &self,
         t: usize,
@@ -508,8 +569,7 @@ impl Tracker {
         cut: impl Fn(&Cell) -> Option<RgbImage>,
         queue: &mut Vec<(usize, RgbImage, (f32, f32))>,
     ) {
-        let track = &self.tracks[t];
-        if track.counted || !cell.complete {
+        if self.tracks[t].counted {
             return;
         }
         if let Some(crop) = cut(cell) {
@@ -618,6 +678,20 @@ impl Tracker {
 }
 
 impl Track {
+    /// Takes a view the localizer calls whole (world position and box): where the cell is, unless
+    /// its box has shrunk under [`SHRUNK_VIEW_SHARE`] of the largest whole one (the cell half out of
+    /// the view). Returns whether the view was taken as whole.
+    fn seen_whole(&mut self, world: (f32, f32), extent: BoxPx) -> bool {
+        let area = extent.area();
+        if area < SHRUNK_VIEW_SHARE * self.largest_whole {
+            return false;
+        }
+        self.largest_whole = self.largest_whole.max(area);
+        self.settled = Some(world);
+        self.extent = Some(extent);
+        true
+    }
+
     /// Best known place of the cell: where it was last seen whole, and its box then.
     fn place(&self) -> Place {
         Place {
@@ -788,6 +862,64 @@ mod tests {
         counted += still.show(&[], 5);
         counted += still.tracker.finish().len();
         assert_eq!(counted, 1, "the cell came back and was counted again");
+    }
+
+    #[test]
+    fn a_cell_leaving_in_boxes_that_stop_short_of_the_edge_is_remembered_where_it_was_whole() {
+        // The learned detector's box around a cell half out of the view stops a few pixels short of
+        // the frame edge, so the view passes as whole; only the box shrinking tells. 0.25 µm/px:
+        // match radius 20 px; an 80 px cell.
+        let mut still = Still::new();
+        let whole = [sized_detection((100.0, 100.0), 40.0, true)];
+        let mut counted = still.show(&whole, 3);
+        assert_eq!(counted, 1);
+        counted += still.show(&[sized_detection((115.0, 100.0), 30.0, true)], 1);
+        counted += still.show(&[sized_detection((130.0, 100.0), 22.0, true)], 1);
+        counted += still.show(&[], 5);
+        // The next row of the pan brings it back whole, 30 px from the last half view's centre.
+        counted += still.show(&whole, 4);
+        counted += still.show(&[], 5);
+        counted += still.tracker.finish().len();
+        assert_eq!(
+            counted, 1,
+            "the cell was remembered where its half view was"
+        );
+        // A cell entering the view grows: its first, partial box is no bar to the whole ones.
+        let mut still = Still::new();
+        let mut counted = still.show(&[sized_detection((130.0, 100.0), 22.0, true)], 1);
+        counted += still.show(&[sized_detection((115.0, 100.0), 30.0, true)], 1);
+        counted += still.show(&whole, 2);
+        assert_eq!(counted, 1, "three views, the last two whole");
+        counted += still.show(&[], 5);
+        counted += still.show(&whole, 3);
+        counted += still.tracker.finish().len();
+        assert_eq!(counted, 1);
+    }
+
+    /// A detection with the box (x0, y0, x1, y1), centred in it, that passes as whole.
+    fn boxed_detection((x0, y0, x1, y1): (f32, f32, f32, f32)) -> Cell {
+        let mut cell = detection(((x0 + x1) / 2.0, (y0 + y1) / 2.0), true);
+        cell.bbox = crate::localize::BoxPx { x0, y0, x1, y1 };
+        cell
+    }
+
+    #[test]
+    fn part_of_a_counted_cell_coming_back_at_the_edge_is_not_a_cell_of_its_own() {
+        // 0.25 µm/px: match radius 20 px, edge band 6 px. An 80 px cell near the top of a
+        // 320 × 240 view, counted and gone; then its upper part at the top edge, in a box that
+        // passes as whole, 30 px from the cell's centre and outside its nuclear core.
+        let mut still = Still::new();
+        let mut counted = still.show(&[boxed_detection((60.0, 10.0, 140.0, 90.0))], 3);
+        counted += still.show(&[], 5);
+        assert_eq!(counted, 1);
+        counted += still.show(&[boxed_detection((62.0, 2.0, 138.0, 38.0))], 3);
+        counted += still.show(&[], 5);
+        assert_eq!(counted, 1, "the part was counted as a cell");
+        // A neighbour at the edge, reaching into the counted cell's box a little, is a cell.
+        counted += still.show(&[boxed_detection((130.0, 2.0, 200.0, 60.0))], 3);
+        counted += still.show(&[], 5);
+        counted += still.tracker.finish().len();
+        assert_eq!(counted, 2);
     }
 
     #[test]
