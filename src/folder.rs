@@ -2,8 +2,10 @@
 //! path is a folder at all, the files of one kind in it, and, where it holds none, what it holds
 //! instead. A folder one level too high (`images/` holding `train/` and `val/`), the label folder
 //! given in place of the pictures, or labels in the other format are the usual slips, and each is
-//! named, not reported as an empty folder.
+//! named, not reported as an empty folder. Files come in name order with numbers read as numbers
+//! (`frame2` before `frame10`), as a replayed folder's order is the order the stage moved in.
 
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 /// Why a path given as a folder is not one.
@@ -33,16 +35,63 @@ pub struct FileKind {
 /// How many of the folder's sub-folders that hold the files sought are named in a message.
 const FOLDERS_NAMED: usize = 4;
 
-/// The files of `kind` in `folder`, sorted by name. When there are none, the error says what the
-/// folder holds instead: sub-folders that hold such files, or how many files of which other kinds.
+/// The files of `kind` in `folder`, in name order with numbers by value ([`name_order`]). When there
+/// are none, the error says what the folder holds instead: sub-folders that hold such files, or how
+/// many files of which other kinds.
 pub fn files_of_kind(folder: &Path, kind: &FileKind) -> Result<Vec<PathBuf>, String> {
     let entries = entries(folder).map_err(|e| e.to_string())?;
     let mut files: Vec<PathBuf> = entries.iter().filter(|p| (kind.is)(p)).cloned().collect();
     if files.is_empty() {
         return Err(what_it_holds_instead(&entries, kind));
     }
-    files.sort();
+    files.sort_by(|a, b| name_order(&name_of(a), &name_of(b)));
     Ok(files)
+}
+
+/// Name order with each run of digits compared as the number it writes: `frame9` before `frame10`
+/// (capture programs often number frames without leading zeros, and a replayed pan taken out of
+/// order is counted again at every jump back). Names equal that way (`frame01`, `frame1`) fall back
+/// to plain order, so the order is total.
+pub fn name_order(a: &str, b: &str) -> Ordering {
+    let (mut left, mut right) = (a, b);
+    loop {
+        match (left.is_empty(), right.is_empty()) {
+            (true, true) => return a.cmp(b),
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            (false, false) => {}
+        }
+        let (l, l_rest) = first_run(left);
+        let (r, r_rest) = first_run(right);
+        let order = match (is_number(l), is_number(r)) {
+            (true, true) => number_order(l, r),
+            _ => l.cmp(r),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+        (left, right) = (l_rest, r_rest);
+    }
+}
+
+/// The leading run of digits, or of other characters, and the rest.
+fn first_run(text: &str) -> (&str, &str) {
+    let digits = text.starts_with(|c: char| c.is_ascii_digit());
+    let end = text
+        .find(|c: char| c.is_ascii_digit() != digits)
+        .unwrap_or(text.len());
+    text.split_at(end)
+}
+
+fn is_number(run: &str) -> bool {
+    run.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Two digit runs by the number they write, of any length (no overflow): leading zeros dropped,
+/// then the shorter is smaller, then digit by digit.
+fn number_order(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 fn entries(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -139,6 +188,56 @@ mod tests {
         let files = files_of_kind(dir.path(), &TEXT).unwrap();
         let names: Vec<String> = files.iter().map(|p| name_of(p)).collect();
         assert_eq!(names, ["a.txt", "b.txt"]);
+    }
+
+    #[test]
+    fn numbers_in_names_are_ordered_by_value() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in [10, 2, 1, 100, 11, 9] {
+            std::fs::write(dir.path().join(format!("frame{i}.txt")), "").unwrap();
+        }
+        let files = files_of_kind(dir.path(), &TEXT).unwrap();
+        let names: Vec<String> = files.iter().map(|p| name_of(p)).collect();
+        assert_eq!(
+            names,
+            [
+                "frame1.txt",
+                "frame2.txt",
+                "frame9.txt",
+                "frame10.txt",
+                "frame11.txt",
+                "frame100.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn name_order_reads_digit_runs_as_numbers_and_is_total() {
+        fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+            let mut v = names.to_vec();
+            v.sort_by(|a, b| name_order(a, b));
+            v
+        }
+        assert_eq!(
+            sorted(&["b2", "a10", "a9", "a", "a9b", "a9a", "10", "9x"]),
+            ["9x", "10", "a", "a9", "a9a", "a9b", "a10", "b2"]
+        );
+        // Zero-padded names keep their order; equal numbers written otherwise fall back to the bytes.
+        assert_eq!(
+            sorted(&["img_0010.png", "img_0002.png", "img_010.png"]),
+            ["img_0002.png", "img_0010.png", "img_010.png"]
+        );
+        assert_eq!(name_order("f1", "f01"), "f1".cmp("f01"));
+        // Digit runs longer than any integer type.
+        assert_eq!(
+            name_order("x99999999999999999999999", "x100000000000000000000000"),
+            Ordering::Less
+        );
+        // A date and time in the name, unpadded hours.
+        assert_eq!(
+            sorted(&["2026-12-07 10.05.png", "2026-12-07 9.55.png"]),
+            ["2026-12-07 9.55.png", "2026-12-07 10.05.png"]
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ struct RunArgs {
     /// Board profile (RON); default: the built-in desktop profile.
     #[arg(long)]
     board: Option<PathBuf>,
-    /// v4l:/dev/videoN, dir:PATH, file:PATH or virtual:SEED.
+    /// v4l:/dev/videoN, dir:PATH (its pictures in name order, numbers by value: frame2 before frame10), file:PATH or virtual:SEED.
     #[arg(long)]
     source: Option<String>,
     /// Stop after N frames (at least 1).
@@ -68,7 +68,7 @@ enum Command {
     /// Classify single-cell crops: one line (or JSON object with --json) per image.
     Classify {
         /// Crop pictures (JPEG, PNG, BMP or TIFF), one cell each, or folders of them (each folder's
-        /// pictures in name order, not its sub-folders).
+        /// pictures in name order with numbers by value, not its sub-folders).
         #[arg(required = true)]
         images: Vec<PathBuf>,
         /// One JSON object per crop instead of a text line.

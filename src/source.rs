@@ -361,7 +361,7 @@ fn refuse_left_out_format(
 /// counted instead of ending the run (on builds that unwind).
 const DECODER_PANICKED: &str = "the image decoder failed on this data";
 
-/// Replays image files (one file, or every image in a folder in name order), optionally paced.
+/// Replays image files (one file, or every image in a folder in name order, numbers by value: `frame2` before `frame10`), optionally paced.
 pub struct ReplaySource {
     files: Vec<PathBuf>,
     next: usize,
@@ -396,7 +396,7 @@ impl ReplaySource {
         ))
     }
 
-    /// Every image in a folder, sorted by name.
+    /// Every image in a folder, in name order, numbers by value ([`crate::folder::name_order`]).
     pub fn dir(path: &Path) -> Result<ReplaySource, SourceError> {
         let open_err = |message: String| SourceError::Open {
             path: path.display().to_string(),

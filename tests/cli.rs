@@ -117,6 +117,75 @@ fn pictures_of_a_few_micrometres_give_no_cell() {
     assert!(!journal.contains("\"op\":\"count\""), "{journal}");
 }
 
+/// A pan over four real frames side by side, as a stage would give it: 640×480 views 64 px apart
+/// along each row and 160 px apart between rows, zigzag, the k-th (from 1) saved as `name(k)`.
+/// Returns the number of views and of the expert white-cell boxes in the four frames.
+fn write_pan(data: &Path, folder: &Path, name: impl Fn(usize) -> String) -> (usize, usize) {
+    let fields = copy_first(
+        &data.join("frames/bccd/JPEGImages"),
+        &folder.join("fields"),
+        4,
+    );
+    let mut mosaic = image::RgbImage::new(1280, 960);
+    let mut white_cells = 0;
+    for (i, field) in fields.iter().enumerate() {
+        let stem = field.file_stem().unwrap().to_str().unwrap();
+        let xml = data.join(format!("frames/bccd/Annotations/{stem}.xml"));
+        white_cells += marrowscope::eval::read_voc_wbc(&xml).unwrap().len();
+        let picture = image::open(field).unwrap().to_rgb8();
+        let (x, y) = (640 * (i as i64 % 2), 480 * (i as i64 / 2));
+        image::imageops::replace(&mut mosaic, &picture, x, y);
+    }
+    let frames = folder.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let mut k = 0;
+    for (row, y) in (0..=480).step_by(160).enumerate() {
+        let mut xs: Vec<u32> = (0..=640).step_by(64).collect();
+        if row % 2 == 1 {
+            xs.reverse();
+        }
+        for x in xs {
+            k += 1;
+            let view = image::imageops::crop_imm(&mosaic, x, y, 640, 480).to_image();
+            view.save(frames.join(name(k))).unwrap();
+        }
+    }
+    (k, white_cells)
+}
+
+/// Each white cell of a pan over real frames is counted once, also when the learned detector's box
+/// around a cell half out of the view passes as whole (before: 6 cells for 4, a neutrophil counted
+/// on each of three rows). Capture programs often number frames without leading zeros; replayed in
+/// plain name order (`frame1, frame10, frame100, frame11, …`) the pan jumped back and forth and
+/// every jump counted the cells in view again (15 cells).
+#[test]
+fn a_pan_over_real_frames_counts_each_white_cell_once_in_the_order_it_was_taken() {
+    let Some(data) = data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let count = |folder: &str, name: &dyn Fn(usize) -> String| {
+        let folder = tmp.path().join(folder);
+        let (frames, white_cells) = write_pan(&data, &folder, name);
+        let report = folder.join("report");
+        let board = write_board(&folder, BCCD_UM_PER_PX, &report);
+        let source = format!("dir:{}", folder.join("frames").display());
+        let out = marrowscope(&[
+            "run",
+            "--board",
+            board.to_str().unwrap(),
+            "--source",
+            &source,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let diff = read_json(&report.join("differential.json"));
+        assert_eq!(diff["frames"].as_u64().unwrap() as usize, frames);
+        (diff["total"].as_u64().unwrap() as usize, white_cells)
+    };
+    let (padded, white_cells) = count("padded", &|k| format!("frame{k:03}.png"));
+    assert_eq!(padded, white_cells, "white cells counted in the pan");
+    let (unpadded, _) = count("unpadded", &|k| format!("frame{k}.png"));
+    assert_eq!(unpadded, padded, "the same pan, numbered without zeros");
+}
+
 #[test]
 fn frames_without_colour_are_skipped_and_the_camera_questioned() {
     let Some(data) = data() else { return };
