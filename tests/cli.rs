@@ -43,16 +43,7 @@ fn count_real_smear_frames(extra: &[&str], localizer: &str) {
     }
     let report = tmp.path().join("report");
     let board = write_board(tmp.path(), BCCD_UM_PER_PX, &report);
-    let source = format!("dir:{}", frames.display());
-    let mut args = vec![
-        "run",
-        "--board",
-        board.to_str().unwrap(),
-        "--source",
-        &source,
-    ];
-    args.extend_from_slice(extra);
-    let out = marrowscope(&args);
+    let out = replay_folder(&board, &frames, extra);
     assert!(out.status.success(), "{}", stderr(&out));
     let diff = read_json(&report.join("differential.json"));
     let total = diff["total"].as_u64().unwrap() as usize;
@@ -167,14 +158,7 @@ fn a_pan_over_real_frames_counts_each_white_cell_once_in_the_order_it_was_taken(
         let (frames, white_cells) = write_pan(&data, &folder, name);
         let report = folder.join("report");
         let board = write_board(&folder, BCCD_UM_PER_PX, &report);
-        let source = format!("dir:{}", folder.join("frames").display());
-        let out = marrowscope(&[
-            "run",
-            "--board",
-            board.to_str().unwrap(),
-            "--source",
-            &source,
-        ]);
+        let out = replay_folder(&board, &folder.join("frames"), &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let diff = read_json(&report.join("differential.json"));
         assert_eq!(diff["frames"].as_u64().unwrap() as usize, frames);
@@ -202,14 +186,7 @@ fn frames_without_colour_are_skipped_and_the_camera_questioned() {
     }
     let report = tmp.path().join("report");
     let board = write_board(tmp.path(), BCCD_UM_PER_PX, &report);
-    let source = format!("dir:{}", frames.display());
-    let out = marrowscope(&[
-        "run",
-        "--board",
-        board.to_str().unwrap(),
-        "--source",
-        &source,
-    ]);
+    let out = replay_folder(&board, &frames, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("\n  skipped: 2 frames without colour: is the camera monochrome"),

@@ -49,6 +49,20 @@ pub fn run_virtual_slide(board: &Path, frames: &str, extra: &[&str]) -> Output {
     marrowscope(&[&args[..], extra].concat())
 }
 
+/// `run` of the board profile `board` replaying the pictures in folder `frames`, with `extra`
+/// arguments.
+pub fn replay_folder(board: &Path, frames: &Path, extra: &[&str]) -> Output {
+    let source = format!("dir:{}", frames.display());
+    let args = [
+        "run",
+        "--board",
+        board.to_str().unwrap(),
+        "--source",
+        &source,
+    ];
+    marrowscope(&[&args[..], extra].concat())
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
