@@ -331,8 +331,9 @@ fn has_extension(path: &Path, extension: &str) -> bool {
         && path.is_file()
 }
 
-/// The frames of `detect-eval` in `images`, in name order (numbers by value); a folder without pictures says what it
-/// holds instead (its `train/` and `val/` folders, or label files given as the pictures).
+/// The frames of `detect-eval` in `images`, in name order (numbers by value); a folder without
+/// pictures says what it holds instead (its `train/` and `val/` folders, or label files given as
+/// the pictures).
 pub fn frames_in(images: &Path) -> Result<Vec<PathBuf>, EvalError> {
     crate::folder::files_of_kind(images, &crate::source::IMAGE_FILES).map_err(|message| {
         EvalError::Data {

@@ -33,7 +33,8 @@ struct RunArgs {
     /// Board profile (RON); default: the built-in desktop profile.
     #[arg(long)]
     board: Option<PathBuf>,
-    /// v4l:/dev/videoN, dir:PATH (its pictures in name order, numbers by value: frame2 before frame10), file:PATH or virtual:SEED.
+    /// v4l:/dev/videoN, dir:PATH (its pictures in name order, numbers by value: frame2 before
+    /// frame10), file:PATH or virtual:SEED.
     #[arg(long)]
     source: Option<String>,
     /// Stop after N frames (at least 1).

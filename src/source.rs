@@ -361,7 +361,8 @@ fn refuse_left_out_format(
 /// counted instead of ending the run (on builds that unwind).
 const DECODER_PANICKED: &str = "the image decoder failed on this data";
 
-/// Replays image files (one file, or every image in a folder in name order, numbers by value: `frame2` before `frame10`), optionally paced.
+/// Replays image files (one file, or every image in a folder in name order, numbers by value:
+/// `frame2` before `frame10`), optionally paced.
 pub struct ReplaySource {
     files: Vec<PathBuf>,
     next: usize,
