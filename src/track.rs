@@ -552,13 +552,14 @@ impl Tracker {
             || bbox.y0 < band
             || bbox.x1 > w as f32 - band
             || bbox.y1 > h as f32 - band;
+        if !at_edge {
+            return false;
+        }
         let world = self.to_world(bbox);
-        at_edge
-            && self
-                .done
-                .iter()
-                .filter_map(|k| k.extent)
-                .any(|e| share_inside(&world, &e) >= PART_INSIDE_SHARE)
+        self.done
+            .iter()
+            .filter_map(|k| k.extent)
+            .any(|e| share_inside(&world, &e) >= PART_INSIDE_SHARE)
     }
 
     /// Queues a whole view of track `t` for classification, unless the track is counted already.
