@@ -735,15 +735,17 @@ pub struct DetectionCounts {
     pub consistent: ConsistentCounts,
 }
 
-/// Boxes clear of the frame edge (see [`BoxPx::clear_of_edge`]): the cells the counter classifies.
-/// A cell cut by the edge is not classified until it is fully in view, so these say how well the
-/// cells that get counted are found. Pairs come from the matching of all boxes.
+/// The cells the counter classifies: expert boxes clear of the frame edge (see
+/// [`BoxPx::clear_of_edge`]), and found cells the localizer judged whole (`Cell::complete`: clear
+/// of the edge, and no nucleus running on past the box to it). A cell cut by the edge is not
+/// classified until it is fully in view, so these say how well the cells that get counted are
+/// found. Pairs come from the matching of all boxes.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct InViewCounts {
     /// Expert boxes clear of the edge, and how many of them a found box was paired with.
     pub expert: u64,
     pub expert_found: u64,
-    /// Found boxes clear of the edge, and how many of them were paired with an expert box.
+    /// Found cells judged whole, and how many of them were paired with an expert box.
     pub found: u64,
     pub found_paired: u64,
 }
@@ -906,11 +908,13 @@ impl FrameMatch {
 impl DetectionCounts {
     /// Greedy one-to-one matching by IoU (best pairs first) at `min_iou` of the found boxes with
     /// the expert white-cell boxes (`truth`); adds the frame (of `frame` width × height pixels) to
-    /// the counts and says which boxes stayed unpaired. `other`: the annotation's boxes of other
-    /// classes, for [`ConsistentCounts`].
+    /// the counts and says which boxes stayed unpaired. `whole`: for each found box, whether the
+    /// localizer judged its cell whole (see [`InViewCounts`]). `other`: the annotation's boxes of
+    /// other classes, for [`ConsistentCounts`].
     pub fn add_frame(
         &mut self,
         predicted: &[BoxPx],
+        whole: &[bool],
         truth: &[BoxPx],
         other: &[BoxPx],
         frame: (u32, u32),
@@ -943,15 +947,16 @@ impl DetectionCounts {
         self.false_positives += predicted.len() as u64 - tp;
         self.false_negatives += truth.len() as u64 - tp;
         let (w, h) = (frame.0 as f32, frame.1 as f32);
-        let in_view = |boxes: &[BoxPx], used: &[bool]| {
-            let clear = || (0..boxes.len()).filter(|&i| boxes[i].clear_of_edge(w, h));
+        let in_view = |kept: &[bool], used: &[bool]| {
+            let kept = || (0..kept.len()).filter(|&i| kept[i]);
             (
-                clear().count() as u64,
-                clear().filter(|&i| used[i]).count() as u64,
+                kept().count() as u64,
+                kept().filter(|&i| used[i]).count() as u64,
             )
         };
-        let (expert, expert_found) = in_view(truth, &used_t);
-        let (found, found_paired) = in_view(predicted, &used_p);
+        let expert_clear: Vec<bool> = truth.iter().map(|b| b.clear_of_edge(w, h)).collect();
+        let (expert, expert_found) = in_view(&expert_clear, &used_t);
+        let (found, found_paired) = in_view(whole, &used_p);
         self.in_view.expert += expert;
         self.in_view.expert_found += expert_found;
         self.in_view.found += found;
@@ -1287,7 +1292,7 @@ mod tests {
             },
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&p, &t, &[], (100, 100), 0.5);
+        let unpaired = d.add_frame(&p, &clear(&p), &t, &[], (100, 100), 0.5);
         assert_eq!(
             unpaired,
             FrameMatch {
@@ -1296,7 +1301,8 @@ mod tests {
                 missed_set_aside: vec![],
             }
         );
-        let nothing_found = DetectionCounts::default().add_frame(&[], &t, &[], (100, 100), 0.5);
+        let nothing_found =
+            DetectionCounts::default().add_frame(&[], &[], &t, &[], (100, 100), 0.5);
         assert_eq!(nothing_found.missed, vec![0]);
         let r = d.report(0, Vec::new());
         assert_eq!(
@@ -1361,12 +1367,19 @@ mod tests {
             x1: 51.0,
             y1: 33.0,
         };
-        let merged = d.add_frame(&[around_both, truth[2]], &truth, &[], (100, 100), 0.5);
+        let merged = d.add_frame(
+            &[around_both, truth[2]],
+            &[true; 2],
+            &truth,
+            &[],
+            (100, 100),
+            0.5,
+        );
         assert_eq!(merged.missed, vec![0, 1]);
         let t = d.touching;
         assert_eq!((t.expert, t.expert_found, t.merged), (2, 0, 1));
         // Frame 2: each of the pair found on its own; the lone cell missed does not count here.
-        d.add_frame(&truth[..2], &truth, &[], (100, 100), 0.5);
+        d.add_frame(&truth[..2], &[true; 2], &truth, &[], (100, 100), 0.5);
         let r = d.report(0, Vec::new());
         let t = r.touching.counts;
         assert_eq!((t.expert, t.expert_found, t.merged), (4, 2, 1));
@@ -1375,7 +1388,14 @@ mod tests {
         // also holds its neighbour's centre.
         let overlapping = [square(10.0, 10.0, 30.0), square(28.0, 28.0, 20.0)];
         let mut own = DetectionCounts::default();
-        own.add_frame(&overlapping, &overlapping, &[], (100, 100), 0.5);
+        own.add_frame(
+            &overlapping,
+            &clear(&overlapping),
+            &overlapping,
+            &[],
+            (100, 100),
+            0.5,
+        );
         assert!(overlapping[0].holds(overlapping[1].centre()));
         assert_eq!((own.touching.expert_found, own.touching.merged), (2, 0));
     }
@@ -1387,6 +1407,15 @@ mod tests {
             x1: x0 + side,
             y1: y0 + side,
         }
+    }
+
+    /// Whether each box is clear of the edge of a 100 × 100 frame: found cells judged whole where
+    /// no nucleus runs on past their boxes.
+    fn clear(boxes: &[BoxPx]) -> Vec<bool> {
+        boxes
+            .iter()
+            .map(|b| b.clear_of_edge(100.0, 100.0))
+            .collect()
     }
 
     #[test]
@@ -1404,7 +1433,7 @@ mod tests {
             square(70.0, 20.0, 10.0),
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&found, &truth, &[], (100, 100), 0.5);
+        let unpaired = d.add_frame(&found, &clear(&found), &truth, &[], (100, 100), 0.5);
         // The unpaired boxes are reported under the frame's name, to a tenth of a pixel.
         let errors = unpaired.errors("f1", &found, &truth).unwrap();
         assert_eq!(errors.frame, "f1");
@@ -1416,7 +1445,14 @@ mod tests {
             errors.missed,
             vec![[0.0, 40.0, 8.0, 48.0], [60.0, 60.0, 70.0, 70.0]]
         );
-        let all_paired = DetectionCounts::default().add_frame(&truth, &truth, &[], (100, 100), 0.5);
+        let all_paired = DetectionCounts::default().add_frame(
+            &truth,
+            &clear(&truth),
+            &truth,
+            &[],
+            (100, 100),
+            0.5,
+        );
         assert_eq!(all_paired.errors("f2", &truth, &truth), None);
         let r = d.report(0, vec![errors.clone()]);
         assert_eq!(r.frames_with_errors, vec![errors]);
@@ -1431,6 +1467,15 @@ mod tests {
         );
         assert!((r.in_view.recall - 0.5).abs() < 1e-9);
         assert!((r.in_view.precision - 0.5).abs() < 1e-9);
+        // The same boxes, the found cell in view judged cut (its nucleus runs on to the edge past
+        // its box): left out of the found side; the expert side stays as it was.
+        let mut cut = DetectionCounts::default();
+        cut.add_frame(&found, &[true, false, false], &truth, &[], (100, 100), 0.5);
+        let v = cut.in_view;
+        assert_eq!(
+            (v.expert, v.expert_found, v.found, v.found_paired),
+            (2, 1, 1, 1)
+        );
         assert!(square(1.5, 1.5, 97.0).clear_of_edge(100.0, 100.0));
         assert!(!square(1.0, 50.0, 10.0).clear_of_edge(100.0, 100.0));
         assert!(!square(50.0, 50.0, 49.5).clear_of_edge(100.0, 100.0));
@@ -1530,13 +1575,19 @@ mod tests {
             square(70.0, 70.0, 10.0),
         ];
         let mut d = DetectionCounts::default();
-        let unpaired = d.add_frame(&found, &truth, &other, (100, 100), 0.5);
+        let unpaired = d.add_frame(&found, &clear(&found), &truth, &other, (100, 100), 0.5);
         assert_eq!(unpaired.missed, vec![3]);
         assert!(unpaired.missed_set_aside.is_empty());
         // Found once, the cell boxed twice leaves its second box missed, but not counted so over
         // the agreed cells; nor is the set-aside box, missed.
-        let once =
-            DetectionCounts::default().add_frame(&found[..1], &truth, &other, (100, 100), 0.5);
+        let once = DetectionCounts::default().add_frame(
+            &found[..1],
+            &[true],
+            &truth,
+            &other,
+            (100, 100),
+            0.5,
+        );
         assert_eq!(once.missed, vec![1, 2, 3]);
         assert_eq!(once.missed_set_aside, vec![1, 2]);
         let errors = once.errors("f", &found[..1], &truth).unwrap();
@@ -1560,12 +1611,26 @@ mod tests {
         // A found box left unpaired on a set-aside cell (its expert box taken by another) counts
         // for nothing either.
         let mut d = DetectionCounts::default();
-        d.add_frame(&[truth[2], found[2]], &truth[2..3], &other, (100, 100), 0.5);
+        d.add_frame(
+            &[truth[2], found[2]],
+            &[true; 2],
+            &truth[2..3],
+            &other,
+            (100, 100),
+            0.5,
+        );
         let c = d.consistent;
         assert_eq!((c.expert, c.found, c.also_another_class), (0, 0, 1));
         // Without other classes or second boxes the scores are the raw ones.
         let mut plain = DetectionCounts::default();
-        plain.add_frame(&found[2..], &truth[2..], &[], (100, 100), 0.5);
+        plain.add_frame(
+            &found[2..],
+            &clear(&found[2..]),
+            &truth[2..],
+            &[],
+            (100, 100),
+            0.5,
+        );
         let r = plain.report(0, Vec::new());
         assert_eq!(
             (r.consistent.precision, r.consistent.recall),

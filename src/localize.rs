@@ -334,8 +334,13 @@ fn no_smaller_than(
         .collect()
 }
 
+/// How near the frame edge (µm) a detector box may stop and still hold a cell cut by it: around a
+/// cell half out of view the network's box stops 0.4–0.9 µm short of the edge.
+const CUT_BOX_BAND_UM: f32 = 1.5;
+
 /// Cells from the detector's boxes: each box's nuclear mask is the frame's nuclear mask inside it,
-/// its centre the box's centre; a box that reaches the frame edge is a cut cell. A failed inference
+/// its centre the box's centre. A box that reaches the frame edge is a cut cell, and so is one that
+/// stops short of it but whose nucleus runs on to it ([`nucleus_runs_to_edge`]). A failed inference
 /// is logged and gives no cells for that frame.
 fn detected_cells(
     detections: Result<Vec<crate::detect::Detection>, crate::classify::ClassifyError>,
@@ -352,6 +357,7 @@ fn detected_cells(
         }
     };
     let work_um = um_per_px * bin as f32;
+    let band = (CUT_BOX_BAND_UM / work_um).ceil() as u32;
     detections
         .into_iter()
         .filter_map(|d| {
@@ -364,16 +370,45 @@ fn detected_cells(
             }
             let cell_mask = imageops::crop_imm(mask, mx0, my0, mx1 - mx0, my1 - my0).to_image();
             let nuclear_px = cell_mask.pixels().filter(|p| p.0[0] > 0).count();
+            let span = MaskSpan {
+                x: mx0..mx1,
+                y: my0..my1,
+            };
             Some(Cell {
                 bbox: b,
                 centre: b.centre(),
                 mask: cell_mask,
                 mask_scale: bin,
                 nucleus_area_um2: nuclear_px as f32 * work_um * work_um,
-                complete: b.clear_of_edge(w, h),
+                complete: b.clear_of_edge(w, h) && !nucleus_runs_to_edge(mask, &span, band),
             })
         })
         .collect()
+}
+
+/// A box in mask pixels.
+struct MaskSpan {
+    x: Range<u32>,
+    y: Range<u32>,
+}
+
+/// Whether, on a side of the box no more than `band` mask pixels from the frame edge, a row or
+/// column of nuclear pixels runs unbroken from the box's own border out to the edge: the nucleus
+/// goes on past the box, so the cell is cut however short of the edge the box stops.
+fn nucleus_runs_to_edge(mask: &GrayImage, span: &MaskSpan, band: u32) -> bool {
+    let (w, h) = mask.dimensions();
+    let nuclear = |x: u32, y: u32| mask.get_pixel(x, y).0[0] > 0;
+    let column_runs =
+        |rows: Range<u32>| span.x.clone().any(|x| rows.clone().all(|y| nuclear(x, y)));
+    let row_runs = |columns: Range<u32>| {
+        span.y
+            .clone()
+            .any(|y| columns.clone().all(|x| nuclear(x, y)))
+    };
+    (span.y.start <= band && column_runs(0..span.y.start + 1))
+        || (h - span.y.end <= band && column_runs(span.y.end - 1..h))
+        || (span.x.start <= band && row_runs(0..span.x.start + 1))
+        || (w - span.x.end <= band && row_runs(span.x.end - 1..w))
 }
 
 /// Groups whose nuclear extent is above this fraction of `max_cell_um` are split into pieces.
@@ -1520,6 +1555,49 @@ mod tests {
         // Smaller than two input sides: the frame itself.
         assert_eq!(detector_bin(4, (300, 300), 160), 1);
         assert_eq!(detector_bin(1, (1280, 960), 160), 1);
+    }
+
+    #[test]
+    fn a_box_short_of_the_edge_holds_a_cut_cell_where_its_nucleus_runs_on_to_it() {
+        // A 40 × 30 mask; a nucleus over columns 10..20 from row 22 down to the bottom edge, in a
+        // box that stops two rows short of it (rows 22..28).
+        let mut mask = GrayImage::new(40, 30);
+        for y in 22..30 {
+            for x in 10..20 {
+                mask.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let span = |x: Range<u32>, y: Range<u32>| MaskSpan { x, y };
+        assert!(nucleus_runs_to_edge(&mask, &span(8..22, 22..28), 3));
+        // Farther from the edge than the band: not looked at.
+        assert!(!nucleus_runs_to_edge(&mask, &span(8..22, 22..28), 1));
+        // A gap of background between the nucleus and the edge: a whole cell near the edge.
+        for x in 10..20 {
+            mask.put_pixel(x, 29, image::Luma([0]));
+        }
+        assert!(!nucleus_runs_to_edge(&mask, &span(8..22, 22..28), 3));
+        // The same on the other sides: the mask turned a quarter, a half and three quarters.
+        let mut cut = GrayImage::new(30, 30);
+        for y in 0..30 {
+            for x in 0..4 {
+                cut.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        assert!(nucleus_runs_to_edge(&cut, &span(2..12, 5..15), 3));
+        let turned = imageops::rotate90(&cut);
+        assert!(nucleus_runs_to_edge(&turned, &span(5..15, 2..12), 3));
+        let turned = imageops::rotate180(&cut);
+        assert!(nucleus_runs_to_edge(&turned, &span(18..28, 15..25), 3));
+        let turned = imageops::rotate270(&cut);
+        assert!(nucleus_runs_to_edge(&turned, &span(15..25, 18..28), 3));
+        // A nucleus at the edge that does not reach into the box is another cell's.
+        let mut beside = GrayImage::new(30, 30);
+        for y in 0..30 {
+            for x in 0..2 {
+                beside.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        assert!(!nucleus_runs_to_edge(&beside, &span(3..12, 5..15), 3));
     }
 
     #[test]

@@ -842,7 +842,9 @@ fn detect_eval_cmd(
             skipped += 1;
         }
         let boxes: Vec<_> = loc.cells.iter().map(|c| c.bbox).collect();
-        let unpaired = counts.add_frame(&boxes, truth, &expert.other, frame.dimensions(), 0.5);
+        let whole: Vec<_> = loc.cells.iter().map(|c| c.complete).collect();
+        let dims = frame.dimensions();
+        let unpaired = counts.add_frame(&boxes, &whole, truth, &expert.other, dims, 0.5);
         if let Some(errors) = unpaired.errors(stem, &boxes, truth) {
             log::debug!(
                 "{}: {} false positive(s), {} missed",
