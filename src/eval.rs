@@ -948,11 +948,8 @@ impl DetectionCounts {
         self.false_negatives += truth.len() as u64 - tp;
         let (w, h) = (frame.0 as f32, frame.1 as f32);
         let in_view = |kept: &[bool], used: &[bool]| {
-            let kept = || (0..kept.len()).filter(|&i| kept[i]);
-            (
-                kept().count() as u64,
-                kept().filter(|&i| used[i]).count() as u64,
-            )
+            let paired = kept.iter().zip(used).filter(|&(k, u)| *k && *u).count();
+            (kept.iter().filter(|&&k| k).count() as u64, paired as u64)
         };
         let expert_clear: Vec<bool> = truth.iter().map(|b| b.clear_of_edge(w, h)).collect();
         let (expert, expert_found) = in_view(&expert_clear, &used_t);

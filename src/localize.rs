@@ -335,8 +335,9 @@ fn no_smaller_than(
 }
 
 /// How near the frame edge (µm) a detector box may stop and still hold a cell cut by it: around a
-/// cell half out of view the network's box stops 0.4–0.9 µm short of the edge.
-const CUT_BOX_BAND_UM: f32 = 1.5;
+/// cell half out of view the network's box stopped 0.4–0.9 µm short of the edge in pans over BCCD
+/// frames. The tracker takes such boxes for parts of cells it has counted.
+pub const CUT_BOX_BAND_UM: f32 = 1.5;
 
 /// Cells from the detector's boxes: each box's nuclear mask is the frame's nuclear mask inside it,
 /// its centre the box's centre. A box that reaches the frame edge is a cut cell, and so is one that

@@ -6,7 +6,7 @@
 //! zigzag row is not counted twice.
 
 use crate::classify::Prediction;
-use crate::localize::{BoxPx, Cell};
+use crate::localize::{BoxPx, Cell, CUT_BOX_BAND_UM};
 use image::{GrayImage, RgbImage};
 use rustfft::num_complex::Complex32;
 use rustfft::FftPlanner;
@@ -86,11 +86,6 @@ struct Track {
 /// view neither moves the cell's place nor is classified. Whole views of one cell differed by under
 /// a tenth in box area in those pans.
 const SHRUNK_VIEW_SHARE: f32 = 0.8;
-
-/// How near the frame edge a box must come to be taken for part of a cell cut by it, µm: the
-/// learned detector's boxes around cut cells stopped 0.4-0.9 µm short of the edge in a pan over
-/// BCCD frames.
-const EDGE_BAND_UM: f32 = 1.5;
 
 /// The share of a box at the frame edge that must lie inside a counted cell's box for it to be part
 /// of that cell. A neighbour touching the cell reaches into its box by much less.
@@ -538,7 +533,7 @@ impl Tracker {
         Ok(self.collect_counted(radius))
     }
 
-    /// Whether a box at the frame edge (within [`EDGE_BAND_UM`]) lies mostly inside the whole box
+    /// Whether a box at the frame edge (within [`CUT_BOX_BAND_UM`]) lies mostly inside the whole box
     /// of a cell counted and gone: part of that cell coming back into view. The learned detector's
     /// box around such a part stops short of the edge and passes as whole, and its centre is too
     /// far from the cell's to be matched by distance (a counted neutrophil's lower part, entering
@@ -547,7 +542,7 @@ impl Tracker {
         let Some((w, h)) = self.shift.frame_size() else {
             return false;
         };
-        let band = EDGE_BAND_UM / um_per_px;
+        let band = CUT_BOX_BAND_UM / um_per_px;
         let at_edge = bbox.x0 < band
             || bbox.y0 < band
             || bbox.x1 > w as f32 - band
