@@ -484,6 +484,26 @@ pub struct ExpertBoxes {
     pub other: Vec<BoxPx>,
 }
 
+/// The expert boxes of the frame named `stem`, of `size` pixels, from its label file in `labels`
+/// (`<stem>.txt` in YOLO, whose white cells are class `wbc_class`; `<stem>.xml` in VOC).
+pub fn read_expert_boxes(
+    labels: &Path,
+    stem: &str,
+    format: LabelFormat,
+    wbc_class: u32,
+    (width, height): (u32, u32),
+) -> Result<ExpertBoxes, EvalError> {
+    match format {
+        LabelFormat::Yolo => read_yolo(
+            &labels.join(format!("{stem}.txt")),
+            width,
+            height,
+            wbc_class,
+        ),
+        LabelFormat::Voc => read_voc_of_frame(&labels.join(format!("{stem}.xml")), width, height),
+    }
+}
+
 /// White-cell boxes from a YOLO label file (class `wbc_class` = WBC, see
 /// [`yolo_white_cell_class`]; cx cy w h as fractions of the frame).
 pub fn read_yolo_wbc(

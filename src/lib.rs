@@ -5,8 +5,10 @@
 //! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
 //! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
 //! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop,
+//! `annotate` draws the found cells on frames,
 //! `textfile` reads the text files a user edits, `folder` lists the folders a user names.
 
+pub mod annotate;
 pub mod bench;
 pub mod classify;
 pub mod config;

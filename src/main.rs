@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
+use marrowscope::annotate;
 use marrowscope::classify::{Classifier, ModelManifest};
 use marrowscope::config::BoardProfile;
 use marrowscope::display::open_display;
@@ -432,7 +433,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     } = args;
     let mut profile = load_profile(board)?;
     if let Some(dir) = &annotate {
-        pipeline::prepare_annotate_dir(dir)?;
+        annotate::prepare_annotate_dir(dir)?;
     }
     let spec = source.unwrap_or_else(|| profile.default_source.clone());
     let (mut src, truth) = open_source(&spec, &profile, fps)?;
@@ -800,15 +801,10 @@ fn detect_eval_cmd(
     eval::require_folder(labels, "--labels, the label files")?;
     eval::require_label_files(labels, format)?;
     if let Some(dir) = &annotate {
-        pipeline::prepare_annotate_dir(dir)?;
+        annotate::prepare_annotate_dir(dir)?;
     }
     let um = um_per_px.unwrap_or(profile.optics.um_per_px);
-    let manifest = ModelManifest::load(&profile.model_path()).ok();
-    let crop_um = manifest.map_or(20.0, |m| m.crop_um);
-    let mut localizer = Localizer::new(profile.localizer.clone(), crop_um);
-    if let Some(detector) = choice.load(&profile, false)? {
-        localizer = localizer.with_detector(detector);
-    }
+    let localizer = detection_localizer(&profile, choice)?;
     let files = eval::frames_in(images)?;
     let wbc_class = match format {
         LabelFormat::Yolo => eval::yolo_white_cell_class(labels)?,
@@ -823,19 +819,7 @@ fn detect_eval_cmd(
         bar.inc(1);
         let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let frame = read_rgb(f)?;
-        let expert = match format {
-            LabelFormat::Yolo => eval::read_yolo(
-                &labels.join(format!("{stem}.txt")),
-                frame.width(),
-                frame.height(),
-                wbc_class,
-            )?,
-            LabelFormat::Voc => eval::read_voc_of_frame(
-                &labels.join(format!("{stem}.xml")),
-                frame.width(),
-                frame.height(),
-            )?,
-        };
+        let expert = eval::read_expert_boxes(labels, stem, format, wbc_class, frame.dimensions())?;
         let truth = &expert.wbc;
         let loc = localizer.localize(&frame, um);
         if loc.out_of_focus {
@@ -855,7 +839,7 @@ fn detect_eval_cmd(
             frames_with_errors.push(errors);
         }
         if let Some(dir) = &annotate {
-            pipeline::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, truth)?;
+            annotate::annotate_evaluated_frame(dir, stem, &frame, &loc, &unpaired, truth)?;
         }
     }
     bar.finish_and_clear();
@@ -863,74 +847,91 @@ fn detect_eval_cmd(
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "frames={} precision={:.4} recall={:.4} f1={:.4} (tp {} fp {} fn {}, {} out of focus)",
-            report.frames,
-            report.precision,
-            report.recall,
-            report.f1,
-            report.true_positives,
-            report.false_positives,
-            report.false_negatives,
-            report.skipped_out_of_focus
-        );
-        let v = &report.in_view;
-        println!(
-            "cells clear of the frame edge (those that get classified): precision={:.4} recall={:.4} f1={:.4} \
-             ({} of {} expert boxes found, {} of {} found boxes paired)",
-            v.precision,
-            v.recall,
-            v.f1,
-            v.counts.expert_found,
-            v.counts.expert,
-            v.counts.found_paired,
-            v.counts.found
-        );
-        println!(
-            "{} frames with a false or missed box (listed, with the boxes, by --json)",
-            report.frames_with_errors.len()
-        );
-        println!(
-            "95 % intervals (Wilson, each box one trial): precision {}, recall {}; cells clear of \
-             the frame edge: precision {}, recall {}",
-            interval_text(report.precision_ci95),
-            interval_text(report.recall_ci95),
-            interval_text(v.precision_ci95),
-            interval_text(v.recall_ci95)
-        );
-        let t = &report.touching;
-        println!(
-            "cells touching a neighbour (expert boxes that overlap or meet): recall={} ({} of {} \
-             found on their own; interval {}); {} false box(es) around two expert cells or more",
-            if t.counts.expert == 0 {
-                "n/a".to_string()
-            } else {
-                format!("{:.4}", t.recall)
-            },
-            t.counts.expert_found,
-            t.counts.expert,
-            interval_text(t.recall_ci95),
-            t.counts.merged
-        );
-        let c = &report.consistent;
-        println!(
-            "white cells the annotation agrees on ({} expert box(es) also boxed as another class set \
-             aside, {} second box(es) on one cell): precision={:.4} recall={:.4} f1={:.4} ({} of {} \
-             found, {} of {} found boxes paired; intervals {}, {})",
-            c.counts.also_another_class,
-            c.counts.second_boxes,
-            c.precision,
-            c.recall,
-            c.f1,
-            c.counts.expert_found,
-            c.counts.expert,
-            c.counts.found_paired,
-            c.counts.found,
-            interval_text(c.precision_ci95),
-            interval_text(c.recall_ci95)
-        );
+        print_detection_report(&report);
     }
     Ok(())
+}
+
+/// The learned detector's (or the classical) localizer that `detect-eval` scores, with the crop
+/// size of the profile's classifier (20 µm where its manifest cannot be read: crops are not cut).
+fn detection_localizer(profile: &BoardProfile, choice: LocalizerChoice) -> Result<Localizer> {
+    let manifest = ModelManifest::load(&profile.model_path()).ok();
+    let crop_um = manifest.map_or(20.0, |m| m.crop_um);
+    let localizer = Localizer::new(profile.localizer.clone(), crop_um);
+    Ok(match choice.load(profile, false)? {
+        Some(detector) => localizer.with_detector(detector),
+        None => localizer,
+    })
+}
+
+/// `detect-eval`'s report as text: one line for each of its scores.
+fn print_detection_report(report: &eval::DetectionReport) {
+    println!(
+        "frames={} precision={:.4} recall={:.4} f1={:.4} (tp {} fp {} fn {}, {} out of focus)",
+        report.frames,
+        report.precision,
+        report.recall,
+        report.f1,
+        report.true_positives,
+        report.false_positives,
+        report.false_negatives,
+        report.skipped_out_of_focus
+    );
+    let v = &report.in_view;
+    println!(
+        "cells clear of the frame edge (those that get classified): precision={:.4} recall={:.4} f1={:.4} \
+         ({} of {} expert boxes found, {} of {} found boxes paired)",
+        v.precision,
+        v.recall,
+        v.f1,
+        v.counts.expert_found,
+        v.counts.expert,
+        v.counts.found_paired,
+        v.counts.found
+    );
+    println!(
+        "{} frames with a false or missed box (listed, with the boxes, by --json)",
+        report.frames_with_errors.len()
+    );
+    println!(
+        "95 % intervals (Wilson, each box one trial): precision {}, recall {}; cells clear of \
+         the frame edge: precision {}, recall {}",
+        interval_text(report.precision_ci95),
+        interval_text(report.recall_ci95),
+        interval_text(v.precision_ci95),
+        interval_text(v.recall_ci95)
+    );
+    let t = &report.touching;
+    println!(
+        "cells touching a neighbour (expert boxes that overlap or meet): recall={} ({} of {} \
+         found on their own; interval {}); {} false box(es) around two expert cells or more",
+        if t.counts.expert == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.4}", t.recall)
+        },
+        t.counts.expert_found,
+        t.counts.expert,
+        interval_text(t.recall_ci95),
+        t.counts.merged
+    );
+    let c = &report.consistent;
+    println!(
+        "white cells the annotation agrees on ({} expert box(es) also boxed as another class set \
+         aside, {} second box(es) on one cell): precision={:.4} recall={:.4} f1={:.4} ({} of {} \
+         found, {} of {} found boxes paired; intervals {}, {})",
+        c.counts.also_another_class,
+        c.counts.second_boxes,
+        c.precision,
+        c.recall,
+        c.f1,
+        c.counts.expert_found,
+        c.counts.expert,
+        c.counts.found_paired,
+        c.counts.found,
+        interval_text(c.precision_ci95),
+        interval_text(c.recall_ci95)
+    );
 }
 
 /// An interval of a proportion as `low-high` to three places; `n/a` when there was nothing to count.

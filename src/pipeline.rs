@@ -2,23 +2,19 @@
 //! its journal) → display, with progress on the terminal, alerts with evidence crops, annotated
 //! frames on request, and the report at the end.
 
+use crate::annotate;
 use crate::classify::{Classifier, ClassifyError, REVIEW};
 use crate::config::BoardProfile;
-use crate::display::{Canvas, Display, DisplayError, ScreenStatus};
+use crate::display::{Display, DisplayError, ScreenStatus};
 use crate::localize::{Cell, Localization, Localizer};
 use crate::operator::{Controls, CorrectionLog, OperatorCommand, OperatorError, RESET_CONFIRM};
 use crate::report::{self, Differential, ReportError};
-use crate::source::{FrameSource, SourceError};
+use crate::source::{Frame, FrameSource, SourceError};
 use crate::tally::{self, Entry, Journal, StagePoint, Tally, TallyError};
 use crate::track::{CountedCell, Tracker, TrackerConfig};
-use embedded_graphics::mono_font::{ascii::FONT_6X10, MonoTextStyle};
-use embedded_graphics::pixelcolor::Rgb888;
-use embedded_graphics::prelude::*;
-use embedded_graphics::text::Text;
-use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Errors that stop a run. Whatever was counted is already in the journal.
@@ -110,6 +106,25 @@ fn show_colour_notice(status: &mut ScreenStatus, colourless: bool) {
 }
 
 impl RunSummary {
+    /// The summary of a run that goes on from `resumed` cells counted before it.
+    fn new(resumed: u64, count_target: u32) -> RunSummary {
+        RunSummary {
+            frames: 0,
+            skipped_out_of_focus: 0,
+            skipped_without_colour: 0,
+            corrupt_frames: 0,
+            source_losses: 0,
+            counted_now: 0,
+            resumed,
+            tally: Tally::new(count_target),
+            seconds: 0.0,
+            alerts: Vec::new(),
+            corrections: 0,
+            archived_journals: Vec::new(),
+            counted_views: Vec::new(),
+        }
+    }
+
     /// Frames that gave no cells to count: out of focus, without colour, or unreadable.
     pub fn skipped(&self) -> u64 {
         self.skipped_out_of_focus + self.skipped_without_colour + self.corrupt_frames
@@ -129,6 +144,12 @@ fn localizer_name(opts: &RunOptions) -> String {
         .map_or_else(|| "classical".to_string(), |d| d.manifest().name.clone())
 }
 
+/// How often the screen is redrawn (and the camera preview made) while frames come.
+const REDRAW_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a paused run waits before it looks at the operator's commands again.
+const PAUSED_POLL: Duration = Duration::from_millis(50);
+
 /// Runs the live loop until the source ends, the frame limit, the count target or the operator
 /// quits.
 pub fn run(
@@ -139,198 +160,241 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<RunSummary, PipelineError> {
     let Station { display, controls } = station;
-    let (mut journal, mut tally) =
-        Journal::open(&opts.report_dir.join("journal.jsonl"), profile.count_target)?;
-    let resumed = tally.total();
-    if resumed > 0 {
-        log::info!(
-            "resuming the count in {}: {} cells already counted",
-            journal.path().display(),
-            resumed
-        );
-    }
-    let mut localizer = Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
-    if let Some(detector) = &opts.detector {
-        localizer = localizer.with_detector(detector.clone());
-    }
-    let mut tracker =
-        Tracker::new(TrackerConfig::default()).with_first_id(tally.max_id().map_or(0, |m| m + 1));
-    let source_name = source.describe();
-    refuse_another_model(&journal, resumed, &classifier.manifest().name)?;
-    warn_of_another_source(&journal, resumed, &source_name);
-    if let Some(place) = resume_place(&journal, source, &source_name)? {
-        tracker = tracker.resuming_at(place.at.camera, place.counted);
-    }
-    journal.append(&Entry::Start {
-        source: source_name.clone(),
-        model: Some(classifier.manifest().name.clone()),
-    })?;
-    let mut status = ScreenStatus {
-        source: source_name,
-        ..Default::default()
-    };
-    let bar = progress_bar(opts.progress, &tally);
-    let started = Instant::now();
-    let mut summary = RunSummary {
-        frames: 0,
-        skipped_out_of_focus: 0,
-        skipped_without_colour: 0,
-        corrupt_frames: 0,
-        source_losses: 0,
-        counted_now: 0,
-        resumed,
-        tally: Tally::new(profile.count_target),
-        seconds: 0.0,
-        alerts: Vec::new(),
-        corrections: 0,
-        archived_journals: Vec::new(),
-        counted_views: Vec::new(),
-    };
-    let recorder = Recorder {
-        classifier,
-        profile,
-        report_dir: &opts.report_dir,
-    };
-    let corrections = CorrectionLog::new(&opts.report_dir);
-    let mut reset_asked: Option<Instant> = None;
-    // Where operator commands act, borrowed afresh whenever commands are applied.
-    macro_rules! desk {
-        () => {
-            Desk {
-                journal: &mut journal,
-                tally: &mut tally,
-                status: &mut status,
-                summary: &mut summary,
-                corrections: &corrections,
-                classes: &classifier.manifest().classes,
-                model: &classifier.manifest().name,
-                reset_asked: &mut reset_asked,
-            }
-        };
-    }
-    let mut first_error: Option<String> = None;
-    let mut last_draw = Instant::now();
+    let mut count = Count::open(profile, classifier, &opts.report_dir, source.describe())?;
+    let place = resume_place(&count.journal, source, &count.status.source)?;
+    let mut stages = Stages::new(profile, classifier, opts, count.tally.max_id(), place);
+    count.journal_start()?;
+    let mut screen = Screen::new(display, opts.progress, &count.tally);
     let mut source_ended = false;
-    let mut quit = false;
-    while !quit && !tally.target_reached() && opts.max_frames.is_none_or(|m| summary.frames < m) {
-        let mut desk = desk!();
-        for cmd in controls.poll() {
-            quit |= desk.apply(cmd, profile.count_target)?;
-            display.show(desk.tally, desk.status)?;
-        }
-        if quit {
+    while count.wants_more_frames(opts.max_frames) {
+        if count.apply_commands(controls.poll(), screen.display)? {
             break;
         }
-        if status
-            .notice
-            .as_ref()
-            .is_some_and(|n| n.1.elapsed() > RESET_CONFIRM)
-        {
-            status.notice = None;
-        }
-        if status.paused {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        count.expire_notice();
+        if count.status.paused {
+            std::thread::sleep(PAUSED_POLL);
             continue;
         }
-        let frame = match source.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+        let frame = match next_frame(source, &mut count, screen.display)? {
+            NextFrame::Frame(frame) => frame,
+            NextFrame::Ended => {
                 source_ended = true;
                 break;
             }
-            Err(e) if e.is_reconnecting() => {
-                if matches!(e, SourceError::Lost { .. }) {
-                    summary.source_losses += 1;
-                }
-                set_notice(&mut status, e.to_string());
-                display.show(&tally, &status)?;
-                continue;
-            }
-            Err(e) if e.is_recoverable() => {
-                log::warn!("skipping a bad frame: {e}");
-                first_error.get_or_insert_with(|| e.to_string());
-                summary.corrupt_frames += 1;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+            NextFrame::NotYet => continue,
         };
-        summary.frames += 1;
         let um = frame.um_per_px.unwrap_or(profile.optics.um_per_px);
-        let mut counted = tracker.advance(&frame.image, frame.index);
-        let colourless = crate::localize::lacks_colour(&frame.image);
-        let loc = if tracker.frame_blurred() || colourless {
-            Localization::default()
-        } else {
-            localizer.localize(&frame.image, um)
-        };
-        show_colour_notice(&mut status, colourless);
-        if colourless {
-            if summary.skipped_without_colour == 0 {
-                log::warn!("frame {} {WITHOUT_COLOUR}", frame.index);
-            }
-            summary.skipped_without_colour += 1;
-        } else if loc.out_of_focus || tracker.frame_blurred() {
-            summary.skipped_out_of_focus += 1;
-        }
-        let cut = |cell: &Cell| localizer.crop(&frame.image, cell, um);
-        counted.extend(tracker.observe(&loc.cells, um, cut, |crops| classifier.classify(crops))?);
-        recorder.record_all(counted, &mut journal, &mut tally, &mut summary, &mut status)?;
-        let redraw = last_draw.elapsed().as_millis() >= 500;
-        let wants_preview = display.preview_size().filter(|_| redraw);
-        if opts.annotate.is_some() || wants_preview.is_some() {
-            let labels = cell_labels(&tracker, classifier, &loc, um);
-            if let Some(dir) = &opts.annotate {
-                annotate_frame(dir, frame.index, &frame.image, &loc, &labels)?;
-            }
-            if let Some(size) = wants_preview {
-                let p = preview(&frame.image, &loc, &labels, size);
-                status.preview = Some(std::sync::Arc::new(p));
-            }
-        }
-        status.frames = summary.frames;
-        status.skipped = summary.skipped();
-        status.fps = summary.frames as f32 / started.elapsed().as_secs_f32().max(1e-3);
-        bar.set_position(tally.classified());
-        bar.set_message(format!("frame {} | {:.1} fps", summary.frames, status.fps));
-        if redraw {
-            display.show(&tally, &status)?;
-            last_draw = Instant::now();
-        }
+        let Seen { loc, counted, skip } = stages.see(&frame, um)?;
+        count.add_frame(frame.index, skip);
+        count.record_all(counted)?;
+        let labels = |loc: &Localization| stages.labels(loc, um);
+        screen.after_frame(&mut count, &frame, &loc, labels, opts.annotate.as_deref())?;
     }
     // Commands given while the last frame was processed still count.
-    let mut desk = desk!();
     for cmd in controls.poll() {
-        desk.apply(cmd, profile.count_target)?;
+        count.apply(cmd)?;
     }
-    if source_ended && !tally.target_reached() {
-        let open_tracks = tracker.finish();
-        recorder.record_all(
-            open_tracks,
-            &mut journal,
-            &mut tally,
-            &mut summary,
-            &mut status,
-        )?;
+    if source_ended && !count.tally.target_reached() {
+        count.record_all(stages.tracker.finish())?;
     }
-    bar.finish_and_clear();
-    display.show(&tally, &status)?;
-    if summary.frames == 0 {
-        return Err(PipelineError::NoFrames(
-            first_error.unwrap_or_else(|| "the source gave no frames".into()),
-        ));
+    screen.close(&count)?;
+    count.close(screen.started, &localizer_name(opts))
+}
+
+/// What the source gave when asked for a frame.
+enum NextFrame {
+    Frame(Frame),
+    /// The source has no more frames.
+    Ended,
+    /// No frame this time: the camera is being reconnected, or the frame was bad and is skipped.
+    NotYet,
+}
+
+/// Reads the next frame. A lost camera puts up its notice while it is reconnected, and a bad frame
+/// is counted and skipped; any other source error ends the run.
+fn next_frame(
+    source: &mut dyn FrameSource,
+    count: &mut Count,
+    display: &mut dyn Display,
+) -> Result<NextFrame, PipelineError> {
+    match source.next_frame() {
+        Ok(Some(frame)) => Ok(NextFrame::Frame(frame)),
+        Ok(None) => Ok(NextFrame::Ended),
+        Err(e) if e.is_reconnecting() => {
+            if matches!(e, SourceError::Lost { .. }) {
+                count.summary.source_losses += 1;
+            }
+            set_notice(&mut count.status, e.to_string());
+            display.show(&count.tally, &count.status)?;
+            Ok(NextFrame::NotYet)
+        }
+        Err(e) if e.is_recoverable() => {
+            log::warn!("skipping a bad frame: {e}");
+            count.first_bad_frame.get_or_insert_with(|| e.to_string());
+            count.summary.corrupt_frames += 1;
+            Ok(NextFrame::NotYet)
+        }
+        Err(e) => Err(e.into()),
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    let diff = Differential::from_tally(
-        &tally,
-        summary.frames,
-        summary.skipped(),
-        &classifier.manifest().name,
-        &localizer_name(opts),
-        &status.source,
-    );
-    report::write_report(&opts.report_dir, &tally, &diff)?;
-    summary.tally = tally;
-    Ok(summary)
+}
+
+/// Why a frame gave no cells to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Its cells were looked for.
+    No,
+    /// It holds no colour (see [`crate::localize::lacks_colour`]).
+    WithoutColour,
+    /// It is out of focus, or blurred by the stage moving.
+    OutOfFocus,
+}
+
+/// What the stages made of one frame.
+struct Seen {
+    loc: Localization,
+    /// Cells counted with this frame: tracks that ended, and cells seen whole for the last time.
+    counted: Vec<CountedCell>,
+    skip: Skip,
+}
+
+/// What turns frames into counted cells: the localizer finds the cells, the tracker follows them
+/// while the stage moves and has each classified and counted once.
+struct Stages<'a> {
+    localizer: Localizer,
+    tracker: Tracker,
+    classifier: &'a Classifier,
+}
+
+impl<'a> Stages<'a> {
+    /// The stages of a run whose journal's highest cell id is `max_id`, going on at `place` where
+    /// the journal left this source's count.
+    fn new(
+        profile: &BoardProfile,
+        classifier: &'a Classifier,
+        opts: &RunOptions,
+        max_id: Option<u64>,
+        place: Option<tally::ResumePoint>,
+    ) -> Stages<'a> {
+        let mut localizer =
+            Localizer::new(profile.localizer.clone(), classifier.manifest().crop_um);
+        if let Some(detector) = &opts.detector {
+            localizer = localizer.with_detector(detector.clone());
+        }
+        let mut tracker =
+            Tracker::new(TrackerConfig::default()).with_first_id(max_id.map_or(0, |m| m + 1));
+        if let Some(place) = place {
+            tracker = tracker.resuming_at(place.at.camera, place.counted);
+        }
+        Stages {
+            localizer,
+            tracker,
+            classifier,
+        }
+    }
+
+    /// Follows the stage to `frame`, finds its cells (unless it is without colour or blurred) and
+    /// has the tracker classify and count those that are done.
+    fn see(&mut self, frame: &Frame, um_per_px: f32) -> Result<Seen, PipelineError> {
+        let mut counted = self.tracker.advance(&frame.image, frame.index);
+        let colourless = crate::localize::lacks_colour(&frame.image);
+        let loc = if self.tracker.frame_blurred() || colourless {
+            Localization::default()
+        } else {
+            self.localizer.localize(&frame.image, um_per_px)
+        };
+        let skip = if colourless {
+            Skip::WithoutColour
+        } else if loc.out_of_focus || self.tracker.frame_blurred() {
+            Skip::OutOfFocus
+        } else {
+            Skip::No
+        };
+        let localizer = &self.localizer;
+        let classifier = self.classifier;
+        let cut = |cell: &Cell| localizer.crop(&frame.image, cell, um_per_px);
+        counted.extend(self.tracker.observe(&loc.cells, um_per_px, cut, |crops| {
+            classifier.classify(crops)
+        })?);
+        Ok(Seen { loc, counted, skip })
+    }
+
+    /// The class label of each localized cell from its track (`*` marks a counted cell).
+    fn labels(&self, loc: &Localization, um_per_px: f32) -> Vec<Option<String>> {
+        loc.cells
+            .iter()
+            .map(|c| {
+                self.tracker
+                    .prediction_near(c.centre, um_per_px)
+                    .map(|(p, counted)| {
+                        let mark = if counted { "*" } else { "" };
+                        format!("{}{mark}", self.classifier.label(p))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// What the operator sees while the run goes on: the display, and the progress bar on the terminal.
+struct Screen<'a> {
+    display: &'a mut dyn Display,
+    bar: ProgressBar,
+    started: Instant,
+    last_draw: Instant,
+}
+
+impl<'a> Screen<'a> {
+    fn new(display: &'a mut dyn Display, progress: bool, tally: &Tally) -> Screen<'a> {
+        Screen {
+            display,
+            bar: progress_bar(progress, tally),
+            started: Instant::now(),
+            last_draw: Instant::now(),
+        }
+    }
+
+    /// Writes the annotated frame (`annotate`), brings the status and progress bar up to date,
+    /// and redraws the screen, with a new camera preview, when it is due. `labels` gives each
+    /// found cell's label; it is asked only when a frame is drawn.
+    fn after_frame(
+        &mut self,
+        count: &mut Count,
+        frame: &Frame,
+        loc: &Localization,
+        labels: impl Fn(&Localization) -> Vec<Option<String>>,
+        annotate: Option<&Path>,
+    ) -> Result<(), PipelineError> {
+        let redraw = self.last_draw.elapsed() >= REDRAW_EVERY;
+        let wants_preview = self.display.preview_size().filter(|_| redraw);
+        if annotate.is_some() || wants_preview.is_some() {
+            let labels = labels(loc);
+            if let Some(dir) = annotate {
+                annotate::annotate_frame(dir, frame.index, &frame.image, loc, &labels)?;
+            }
+            if let Some(size) = wants_preview {
+                let picture = annotate::preview(&frame.image, loc, &labels, size);
+                count.status.preview = Some(std::sync::Arc::new(picture));
+            }
+        }
+        let status = &mut count.status;
+        status.frames = count.summary.frames;
+        status.skipped = count.summary.skipped();
+        status.fps = count.summary.frames as f32 / self.started.elapsed().as_secs_f32().max(1e-3);
+        self.bar.set_position(count.tally.classified());
+        self.bar
+            .set_message(format!("frame {} | {:.1} fps", status.frames, status.fps));
+        if redraw {
+            self.display.show(&count.tally, status)?;
+            self.last_draw = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Takes the progress bar down and shows the count as it ends.
+    fn close(&mut self, count: &Count) -> Result<(), PipelineError> {
+        self.bar.finish_and_clear();
+        self.display.show(&count.tally, &count.status)?;
+        Ok(())
+    }
 }
 
 /// Refuses to add to a journal's cells with another classifier than the one that classified them:
@@ -396,33 +460,182 @@ fn progress_bar(show: bool, tally: &Tally) -> ProgressBar {
     bar
 }
 
-/// Where operator commands act: the count, its journal and the corrections table.
-struct Desk<'a> {
-    journal: &'a mut Journal,
-    tally: &'a mut Tally,
-    status: &'a mut ScreenStatus,
-    summary: &'a mut RunSummary,
-    corrections: &'a CorrectionLog,
-    classes: &'a [String],
-    /// The classifier's name, for the start entry of a count begun anew.
-    model: &'a str,
-    /// When the operator last asked for a reset (it needs a second request to happen).
-    reset_asked: &'a mut Option<Instant>,
-}
-
 /// Shows a one-line message to the operator (screen footer and log).
 fn set_notice(status: &mut ScreenStatus, text: String) {
     log::info!("{text}");
     status.notice = Some((text, Instant::now()));
 }
 
-impl Desk<'_> {
+/// One run's count and all that changes it: the journal and the tally, what the screen shows, the
+/// run's summary, and the operator's corrections.
+struct Count<'a> {
+    journal: Journal,
+    tally: Tally,
+    status: ScreenStatus,
+    summary: RunSummary,
+    corrections: CorrectionLog,
+    /// When the operator last asked for a reset (it needs a second request to happen).
+    reset_asked: Option<Instant>,
+    /// The first bad frame's error, for a run that read no frame at all.
+    first_bad_frame: Option<String>,
+    classifier: &'a Classifier,
+    profile: &'a BoardProfile,
+    report_dir: &'a Path,
+}
+
+impl<'a> Count<'a> {
+    /// Opens the count of the report folder's journal (resuming what it holds) for cells of
+    /// `source`, refusing a journal whose cells another model classified.
+    fn open(
+        profile: &'a BoardProfile,
+        classifier: &'a Classifier,
+        report_dir: &'a Path,
+        source: String,
+    ) -> Result<Count<'a>, PipelineError> {
+        let (journal, tally) =
+            Journal::open(&report_dir.join("journal.jsonl"), profile.count_target)?;
+        let resumed = tally.total();
+        if resumed > 0 {
+            log::info!(
+                "resuming the count in {}: {} cells already counted",
+                journal.path().display(),
+                resumed
+            );
+        }
+        refuse_another_model(&journal, resumed, &classifier.manifest().name)?;
+        warn_of_another_source(&journal, resumed, &source);
+        Ok(Count {
+            journal,
+            tally,
+            status: ScreenStatus {
+                source,
+                ..Default::default()
+            },
+            summary: RunSummary::new(resumed, profile.count_target),
+            corrections: CorrectionLog::new(report_dir),
+            reset_asked: None,
+            first_bad_frame: None,
+            classifier,
+            profile,
+            report_dir,
+        })
+    }
+
+    fn model(&self) -> &'a str {
+        &self.classifier.manifest().name
+    }
+
+    /// Journals that this source's cells, classified by this model, are counted from here on.
+    fn journal_start(&mut self) -> Result<(), PipelineError> {
+        self.journal.append(&Entry::Start {
+            source: self.status.source.clone(),
+            model: Some(self.model().to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// Until the count reaches its target or the run its frame limit.
+    fn wants_more_frames(&self, max_frames: Option<u64>) -> bool {
+        !self.tally.target_reached() && max_frames.is_none_or(|m| self.summary.frames < m)
+    }
+
+    /// Carries out the operator's commands, showing the count after each; true when one of them
+    /// was to quit.
+    fn apply_commands(
+        &mut self,
+        commands: Vec<OperatorCommand>,
+        display: &mut dyn Display,
+    ) -> Result<bool, PipelineError> {
+        let mut quit = false;
+        for cmd in commands {
+            quit |= self.apply(cmd)?;
+            display.show(&self.tally, &self.status)?;
+        }
+        Ok(quit)
+    }
+
+    /// Takes down a notice that has been up longer than a reset waits for its confirmation.
+    fn expire_notice(&mut self) {
+        if self
+            .status
+            .notice
+            .as_ref()
+            .is_some_and(|n| n.1.elapsed() > RESET_CONFIRM)
+        {
+            self.status.notice = None;
+        }
+    }
+
+    /// Counts a frame read, and a skipped one as skipped; frames without colour put their notice
+    /// up (and the first of them its warning in the log).
+    fn add_frame(&mut self, index: u64, skip: Skip) {
+        self.summary.frames += 1;
+        show_colour_notice(&mut self.status, skip == Skip::WithoutColour);
+        match skip {
+            Skip::WithoutColour => {
+                if self.summary.skipped_without_colour == 0 {
+                    log::warn!("frame {index} {WITHOUT_COLOUR}");
+                }
+                self.summary.skipped_without_colour += 1;
+            }
+            Skip::OutOfFocus => self.summary.skipped_out_of_focus += 1,
+            Skip::No => {}
+        }
+    }
+
+    /// Records counted cells; alerts go to the log, the screen and the summary.
+    fn record_all(&mut self, cells: Vec<CountedCell>) -> Result<(), PipelineError> {
+        for cell in cells {
+            self.summary.counted_now += 1;
+            self.summary.counted_views.push((
+                cell.track_id,
+                cell.view.frame_index,
+                cell.view.centre,
+            ));
+            if let Some(a) = self.record(&cell)? {
+                log::warn!("{a}");
+                self.status.alerts.push(a.clone());
+                self.summary.alerts.push(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals a counted cell, adds it to the tally, stores its crop; returns an alert if it is one.
+    fn record(&mut self, cell: &CountedCell) -> Result<Option<String>, PipelineError> {
+        let label = self.classifier.label(&cell.view.prediction).to_string();
+        let entry = Entry::Count {
+            id: cell.track_id,
+            class: label.clone(),
+            p: cell.view.prediction.probability,
+            frame: cell.view.frame_index,
+            x: cell.world.0,
+            y: cell.world.1,
+            at: Some(StagePoint {
+                frame: cell.counted_in.0,
+                camera: cell.counted_in.1,
+            }),
+        };
+        self.journal.append(&entry)?;
+        self.tally.apply(&entry)?;
+        let stored = report::store_crop(self.report_dir, cell.track_id, &label, &cell.view.crop)?;
+        let alerting = label == crate::tally::BLAST || self.profile.alert_classes.contains(&label);
+        Ok((alerting && label != REVIEW).then(|| {
+            format!(
+                "ALERT {label} (p={:.2}) at frame {}, evidence {}",
+                cell.view.prediction.probability,
+                cell.view.frame_index,
+                stored.display()
+            )
+        }))
+    }
+
     fn notice(&mut self, text: String) {
-        set_notice(self.status, text);
+        set_notice(&mut self.status, text);
     }
 
     /// Carries out one operator command; returns true when the operator quits.
-    fn apply(&mut self, cmd: OperatorCommand, target: u32) -> Result<bool, PipelineError> {
+    fn apply(&mut self, cmd: OperatorCommand) -> Result<bool, PipelineError> {
         match cmd {
             OperatorCommand::TogglePause => {
                 self.status.paused = !self.status.paused;
@@ -436,7 +649,7 @@ impl Desk<'_> {
             OperatorCommand::NextScreen => self.status.screen = self.status.screen.wrapping_add(1),
             OperatorCommand::DiscardLast => self.correct_last(None)?,
             OperatorCommand::ReassignLast(class) => self.correct_last(Some(class))?,
-            OperatorCommand::Reset => self.reset(target)?,
+            OperatorCommand::Reset => self.reset()?,
             OperatorCommand::Quit => return Ok(true),
         }
         Ok(false)
@@ -444,23 +657,20 @@ impl Desk<'_> {
 
     /// The first request asks for confirmation; a second within `RESET_CONFIRM` starts the count
     /// over, keeping the old journal under a dated name.
-    fn reset(&mut self, target: u32) -> Result<(), PipelineError> {
+    fn reset(&mut self) -> Result<(), PipelineError> {
         let confirmed = self
             .reset_asked
             .is_some_and(|t| t.elapsed() <= RESET_CONFIRM);
         if !confirmed {
-            *self.reset_asked = Some(Instant::now());
+            self.reset_asked = Some(Instant::now());
             self.notice("Reset? press RESET again to confirm".into());
             return Ok(());
         }
-        *self.reset_asked = None;
-        let (tally, kept) = self.journal.start_over(target)?;
+        self.reset_asked = None;
+        let (tally, kept) = self.journal.start_over(self.profile.count_target)?;
         // The new journal names its source too, so a crash after the reset resumes in place.
-        self.journal.append(&Entry::Start {
-            source: self.status.source.clone(),
-            model: Some(self.model.to_string()),
-        })?;
-        *self.tally = tally;
+        self.journal_start()?;
+        self.tally = tally;
         self.status.alerts.clear();
         self.notice(format!(
             "count reset; previous journal kept as {}",
@@ -477,11 +687,13 @@ impl Desk<'_> {
             self.notice("nothing counted yet to correct".into());
             return Ok(());
         };
+        let classifier = self.classifier;
+        let classes = &classifier.manifest().classes;
         let entry = match class {
-            Some(c) if c != REVIEW && !self.classes.contains(&c) => {
+            Some(c) if c != REVIEW && !classes.contains(&c) => {
                 self.notice(format!(
                     "{c} is not a class of this model ({}, or REVIEW)",
-                    self.classes.join(" ")
+                    classes.join(" ")
                 ));
                 return Ok(());
             }
@@ -504,233 +716,35 @@ impl Desk<'_> {
         self.notice(what);
         Ok(())
     }
-}
 
-/// What recording a counted cell needs besides the journal and the tally.
-struct Recorder<'a> {
-    classifier: &'a Classifier,
-    profile: &'a BoardProfile,
-    report_dir: &'a Path,
-}
-
-impl Recorder<'_> {
-    /// Records counted cells; alerts go to the log, the screen and the summary.
-    fn record_all(
-        &self,
-        cells: Vec<CountedCell>,
-        journal: &mut Journal,
-        tally: &mut Tally,
-        summary: &mut RunSummary,
-        status: &mut ScreenStatus,
-    ) -> Result<(), PipelineError> {
-        for cell in cells {
-            summary.counted_now += 1;
-            summary
-                .counted_views
-                .push((cell.track_id, cell.view.frame_index, cell.view.centre));
-            if let Some(a) = self.record(journal, tally, &cell)? {
-                log::warn!("{a}");
-                status.alerts.push(a.clone());
-                summary.alerts.push(a);
-            }
+    /// Ends the run: writes the report and returns the summary, or says why no frame was read.
+    fn close(self, started: Instant, localizer: &str) -> Result<RunSummary, PipelineError> {
+        let model = self.model();
+        let Count {
+            tally,
+            mut summary,
+            status,
+            first_bad_frame,
+            report_dir,
+            ..
+        } = self;
+        if summary.frames == 0 {
+            return Err(PipelineError::NoFrames(
+                first_bad_frame.unwrap_or_else(|| "the source gave no frames".into()),
+            ));
         }
-        Ok(())
-    }
-
-    /// Journals a counted cell, adds it to the tally, stores its crop; returns an alert if it is one.
-    fn record(
-        &self,
-        journal: &mut Journal,
-        tally: &mut Tally,
-        cell: &CountedCell,
-    ) -> Result<Option<String>, PipelineError> {
-        let label = self.classifier.label(&cell.view.prediction).to_string();
-        let entry = Entry::Count {
-            id: cell.track_id,
-            class: label.clone(),
-            p: cell.view.prediction.probability,
-            frame: cell.view.frame_index,
-            x: cell.world.0,
-            y: cell.world.1,
-            at: Some(StagePoint {
-                frame: cell.counted_in.0,
-                camera: cell.counted_in.1,
-            }),
-        };
-        journal.append(&entry)?;
-        tally.apply(&entry)?;
-        let stored = report::store_crop(self.report_dir, cell.track_id, &label, &cell.view.crop)?;
-        let alerting = label == crate::tally::BLAST || self.profile.alert_classes.contains(&label);
-        Ok((alerting && label != REVIEW).then(|| {
-            format!(
-                "ALERT {label} (p={:.2}) at frame {}, evidence {}",
-                cell.view.prediction.probability,
-                cell.view.frame_index,
-                stored.display()
-            )
-        }))
-    }
-}
-
-/// Writes a frame with cell boxes and labels drawn (see `draw_cells`) as `frame_NNNNNN.png`.
-pub fn annotate_frame(
-    dir: &Path,
-    index: u64,
-    frame: &RgbImage,
-    loc: &Localization,
-    labels: &[Option<String>],
-) -> Result<(), ReportError> {
-    save_png(
-        dir,
-        &format!("frame_{index:06}.png"),
-        &draw_cells(frame, loc, labels),
-    )
-}
-
-/// Colour of an expert box that nothing was found for, in `detect-eval`'s pictures.
-const MISSED_COLOUR: Rgb<u8> = Rgb([230, 40, 200]);
-/// Colour of a missed expert box that the scores over the agreed cells do not count (the
-/// annotation gives it another class too, or its cell was found through its other box).
-const SET_ASIDE_COLOUR: Rgb<u8> = Rgb([150, 150, 150]);
-
-/// Writes a `detect-eval` frame as `<name>.png`: the found cells as `draw_cells` draws them, those
-/// matching no expert box labelled "FP", and the expert boxes nothing matched in magenta, "MISSED",
-/// or in grey, "SET ASIDE", where the scores over the agreed cells do not count them.
-pub fn annotate_evaluated_frame(
-    dir: &Path,
-    name: &str,
-    frame: &RgbImage,
-    loc: &Localization,
-    unpaired: &crate::eval::FrameMatch,
-    truth: &[crate::localize::BoxPx],
-) -> Result<(), ReportError> {
-    let labels: Vec<Option<String>> = (0..loc.cells.len())
-        .map(|i| {
-            unpaired
-                .false_positives
-                .contains(&i)
-                .then(|| "FP".to_string())
-        })
-        .collect();
-    let mut canvas = Canvas {
-        image: draw_cells(frame, loc, &labels),
-    };
-    for &j in &unpaired.missed {
-        let Some(b) = truth.get(j) else { continue };
-        let (colour, label) = if unpaired.missed_set_aside.contains(&j) {
-            (SET_ASIDE_COLOUR, "SET ASIDE")
-        } else {
-            (MISSED_COLOUR, "MISSED")
-        };
-        draw_box(&mut canvas.image, b, colour);
-        let [r, g, b_] = colour.0;
-        let style = MonoTextStyle::new(&FONT_6X10, Rgb888::new(r, g, b_));
-        let _ =
-            Text::new(label, Point::new(b.x0 as i32 + 2, b.y1 as i32 - 4), style).draw(&mut canvas);
-    }
-    save_png(dir, &format!("{name}.png"), &canvas.image)
-}
-
-/// Makes the folder annotated frames go to (`--annotate`), before the first frame is read, so that
-/// a path that cannot be a folder ends nothing half-way.
-pub fn prepare_annotate_dir(dir: &Path) -> Result<(), ReportError> {
-    crate::report::make_folder(dir, "annotated frames")
-}
-
-/// Saves a picture into `dir` (made when missing) as `file`.
-fn save_png(dir: &Path, file: &str, image: &RgbImage) -> Result<(), ReportError> {
-    prepare_annotate_dir(dir)?;
-    report::save_png(&dir.join(file), image)
-}
-
-/// The frame with every localized cell boxed: green when complete (classified), amber when cut by
-/// the frame edge; labelled with its class when one is known (`labels`, one per cell), else with
-/// its nuclear area.
-pub fn draw_cells(frame: &RgbImage, loc: &Localization, labels: &[Option<String>]) -> RgbImage {
-    let mut canvas = Canvas {
-        image: frame.clone(),
-    };
-    for (i, cell) in loc.cells.iter().enumerate() {
-        let colour = if cell.complete {
-            Rgb([40, 200, 60])
-        } else {
-            Rgb([240, 170, 30])
-        };
-        draw_box(&mut canvas.image, &cell.bbox, colour);
-        let style = MonoTextStyle::new(
-            &FONT_6X10,
-            Rgb888::new(colour.0[0], colour.0[1], colour.0[2]),
+        summary.seconds = started.elapsed().as_secs_f64();
+        let diff = Differential::from_tally(
+            &tally,
+            summary.frames,
+            summary.skipped(),
+            model,
+            localizer,
+            &status.source,
         );
-        let label = match labels.get(i) {
-            Some(Some(class)) => class.clone(),
-            _ => format!("{:.0} um2", cell.nucleus_area_um2),
-        };
-        let _ = Text::new(
-            &label,
-            Point::new(cell.bbox.x0 as i32 + 2, cell.bbox.y0 as i32 + 10),
-            style,
-        )
-        .draw(&mut canvas);
-    }
-    canvas.image
-}
-
-/// The class label of each localized cell from its track (`*` marks a counted cell).
-fn cell_labels(
-    tracker: &Tracker,
-    classifier: &Classifier,
-    loc: &Localization,
-    um_per_px: f32,
-) -> Vec<Option<String>> {
-    loc.cells
-        .iter()
-        .map(|c| {
-            tracker
-                .prediction_near(c.centre, um_per_px)
-                .map(|(p, counted)| {
-                    let mark = if counted { "*" } else { "" };
-                    format!("{}{mark}", classifier.label(p))
-                })
-        })
-        .collect()
-}
-
-/// The camera preview for a display that shows one: boxes and labels, scaled to fit `size`.
-fn preview(
-    frame: &RgbImage,
-    loc: &Localization,
-    labels: &[Option<String>],
-    size: (u32, u32),
-) -> RgbImage {
-    let drawn = draw_cells(frame, loc, labels);
-    let scale = (size.0 as f32 / frame.width() as f32)
-        .min(size.1 as f32 / frame.height() as f32)
-        .min(1.0);
-    let (w, h) = (
-        ((frame.width() as f32 * scale) as u32).max(1),
-        ((frame.height() as f32 * scale) as u32).max(1),
-    );
-    image::imageops::resize(&drawn, w, h, image::imageops::FilterType::Triangle)
-}
-
-/// Draws a two-pixel rectangle outline.
-pub fn draw_box(img: &mut RgbImage, b: &crate::localize::BoxPx, colour: Rgb<u8>) {
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let (x0, y0, x1, y1) = (b.x0 as i64, b.y0 as i64, b.x1 as i64 - 1, b.y1 as i64 - 1);
-    let mut put = |x: i64, y: i64| {
-        if x >= 0 && y >= 0 && x < w && y < h {
-            img.put_pixel(x as u32, y as u32, colour);
-        }
-    };
-    for t in 0..2 {
-        for x in x0..=x1 {
-            put(x, y0 + t);
-            put(x, y1 - t);
-        }
-        for y in y0..=y1 {
-            put(x0 + t, y);
-            put(x1 - t, y);
-        }
+        report::write_report(report_dir, &tally, &diff)?;
+        summary.tally = tally;
+        Ok(summary)
     }
 }
 
