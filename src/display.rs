@@ -167,16 +167,23 @@ fn draw_counts<D>(target: &mut D, tally: &Tally, status: &ScreenStatus) -> Resul
 where
     D: DrawTarget<Color = Rgb888> + OriginDimensions,
 {
-    let size = target.size();
     target.clear(BACKGROUND)?;
-    let title = MonoTextStyle::new(&FONT_9X15_BOLD, TEXT);
-    let bold = MonoTextStyle::new(&FONT_7X13_BOLD, TEXT);
-    let small = MonoTextStyle::new(&FONT_6X10, DIM);
-    let body = MonoTextStyle::new(&FONT_6X10, TEXT);
+    draw_progress(target, tally, status)?;
+    draw_class_rows(target, tally)?;
+    draw_footer(target, tally, status)
+}
+
+/// The count against its target, whether it is counting, paused or done, and a bar towards the
+/// target, along the top.
+fn draw_progress<D>(target: &mut D, tally: &Tally, status: &ScreenStatus) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888> + OriginDimensions,
+{
+    let width = target.size().width;
     Text::new(
         &format!("{} / {}", tally.classified(), tally.target),
         Point::new(6, 16),
-        title,
+        MonoTextStyle::new(&FONT_9X15_BOLD, TEXT),
     )
     .draw(target)?;
     let state = if tally.target_reached() {
@@ -188,13 +195,12 @@ where
     };
     Text::new(
         state,
-        Point::new(size.width as i32 - 6 - 6 * state.len() as i32, 14),
-        small,
+        Point::new(width as i32 - 6 - 6 * state.len() as i32, 14),
+        MonoTextStyle::new(&FONT_6X10, DIM),
     )
     .draw(target)?;
-    // Progress bar towards the target.
     let frac = (tally.classified() as f32 / tally.target.max(1) as f32).min(1.0);
-    let bar_w = size.width.saturating_sub(12);
+    let bar_w = width.saturating_sub(12);
     Rectangle::new(Point::new(6, 22), Size::new(bar_w, 5))
         .into_styled(PrimitiveStyle::with_fill(Rgb888::new(50, 55, 75)))
         .draw(target)?;
@@ -204,7 +210,16 @@ where
     )
     .into_styled(PrimitiveStyle::with_fill(ACCENT))
     .draw(target)?;
-    // Classes, most frequent first.
+    Ok(())
+}
+
+/// One row per class, most frequent first (cells for review left to the footer): count, percent
+/// and a bar, blasts in the alert colour; as many rows as fit above the footer.
+fn draw_class_rows<D>(target: &mut D, tally: &Tally) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888> + OriginDimensions,
+{
+    let size = target.size();
     let mut counts: Vec<(String, u64)> = tally
         .counts()
         .into_iter()
@@ -217,15 +232,15 @@ where
     for (i, (class, n)) in counts.iter().take(max_rows).enumerate() {
         let y = 42 + i as i32 * row_h;
         let pct = tally.percent(class);
-        let style = if class == crate::tally::BLAST {
-            MonoTextStyle::new(&FONT_7X13_BOLD, ALERT)
+        let colour = if class == crate::tally::BLAST {
+            ALERT
         } else {
-            bold
+            TEXT
         };
         Text::new(
             &format!("{class:<4}{n:>4} {pct:5.1}%"),
             Point::new(6, y),
-            style,
+            MonoTextStyle::new(&FONT_7X13_BOLD, colour),
         )
         .draw(target)?;
         let x0 = 6 + 7 * 15;
@@ -237,7 +252,16 @@ where
                 .draw(target)?;
         }
     }
-    // Footer: blasts with interval, M:E, review, fps, alerts.
+    Ok(())
+}
+
+/// The footer: cells for review, M:E and skipped frames; blasts with their interval; and the last
+/// line: a notice to the operator, else the last alert, else speed and frame number.
+fn draw_footer<D>(target: &mut D, tally: &Tally, status: &ScreenStatus) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888> + OriginDimensions,
+{
+    let body = MonoTextStyle::new(&FONT_6X10, TEXT);
     let (blast, ci) = tally.blast_percent();
     let ci = ci
         .map(|i| format!(" (95% CI {:.1}-{:.1})", i.low, i.high))
@@ -246,7 +270,7 @@ where
         .me_ratio()
         .map(|r| format!("M:E {r:.2}"))
         .unwrap_or_else(|| "M:E n/a".into());
-    let base = size.height as i32 - 6;
+    let base = target.size().height as i32 - 6;
     Text::new(
         &format!(
             "review {}  {}  skipped {}",
@@ -264,27 +288,20 @@ where
         body,
     )
     .draw(target)?;
-    let alert = status.alerts.last().cloned();
-    match (&status.notice, alert) {
-        (Some((notice, _)), _) => Text::new(
-            notice,
-            Point::new(6, base),
-            MonoTextStyle::new(&FONT_6X10, ACCENT_LIGHT),
-        )
-        .draw(target)?,
-        (None, Some(a)) => Text::new(
-            &a,
-            Point::new(6, base),
-            MonoTextStyle::new(&FONT_6X10, ALERT),
-        )
-        .draw(target)?,
-        (None, None) => Text::new(
-            &format!("{:.1} fps  frame {}", status.fps, status.frames),
-            Point::new(6, base),
-            small,
-        )
-        .draw(target)?,
+    let (last_line, colour) = match (&status.notice, status.alerts.last()) {
+        (Some((notice, _)), _) => (notice.clone(), ACCENT_LIGHT),
+        (None, Some(alert)) => (alert.clone(), ALERT),
+        (None, None) => (
+            format!("{:.1} fps  frame {}", status.fps, status.frames),
+            DIM,
+        ),
     };
+    Text::new(
+        &last_line,
+        Point::new(6, base),
+        MonoTextStyle::new(&FONT_6X10, colour),
+    )
+    .draw(target)?;
     Ok(())
 }
 
