@@ -276,6 +276,19 @@ impl BoardProfile {
                 message,
             }
         };
+        self.validate_camera(&invalid)?;
+        self.validate_localizer(&invalid)?;
+        self.validate_counting(&invalid)?;
+        self.validate_display(&invalid)?;
+        self.validate_buttons(&invalid)?;
+        self.validate_models(&invalid)
+    }
+
+    /// A plausible scale, and a frame size, pixel format and frame rate a camera can give.
+    fn validate_camera(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         let o = &self.optics;
         if !crate::scale::plausible_um_per_px(o.um_per_px) {
             return Err(invalid(
@@ -309,7 +322,14 @@ impl BoardProfile {
                 format!("{} is not a usable frame rate", c.fps),
             ));
         }
-        self.validate_localizer(&invalid)?;
+        Ok(())
+    }
+
+    /// A count target, a report folder, a source and a batch size.
+    fn validate_counting(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         if self.count_target == 0 {
             return Err(invalid("count_target", "must be at least 1".to_string()));
         }
@@ -325,6 +345,15 @@ impl BoardProfile {
                 format!("must be between 1 and {MAX_BATCH}"),
             ));
         }
+        Ok(())
+    }
+
+    /// A PNG screen named as a PNG picture, of sides it can be drawn at; an SPI screen that fits
+    /// its panel.
+    fn validate_display(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         if let DisplayConfig::Png {
             path,
             width,
@@ -357,6 +386,14 @@ impl BoardProfile {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// No two buttons on one GPIO line.
+    fn validate_buttons(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         if let Some(b) = &self.buttons {
             let mut lines = [b.start_pause, b.next_screen, b.correct, b.reset];
             lines.sort_unstable();
@@ -367,6 +404,14 @@ impl BoardProfile {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// A classifier's manifest named, and a detector's where the field is given.
+    fn validate_models(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         if self.model.trim().is_empty() {
             return Err(invalid("model", "names no model manifest".to_string()));
         }
