@@ -82,6 +82,27 @@ pub fn evaluate_pan(
 ) -> Result<PanResult, PipelineError> {
     let mut source = VirtualSlideSource::new(SlideOptions::new(seed))?;
     let report_dir = work_dir.join(format!("pan-{seed}"));
+    let summary = count_pan(profile, classifier, detector, &mut source, report_dir)?;
+    let mut result = PanResult::unmatched(
+        seed,
+        summary.frames,
+        source.slide().truth_counts(),
+        summary.tally.total() as u32,
+    );
+    let hits = match_counts(&summary, &source, &mut result);
+    score_slide_cells(seed, &source, hits, &mut result);
+    score_classes(&mut result);
+    Ok(result)
+}
+
+/// Pans over the slide through the live loop, with no count target, into a fresh `report_dir`.
+fn count_pan(
+    profile: &BoardProfile,
+    classifier: &Classifier,
+    detector: Option<&std::sync::Arc<crate::detect::WbcDetector>>,
+    source: &mut VirtualSlideSource,
+    report_dir: std::path::PathBuf,
+) -> Result<pipeline::RunSummary, PipelineError> {
     if report_dir.exists() {
         let _ = std::fs::remove_dir_all(&report_dir);
     }
@@ -98,17 +119,20 @@ pub fn evaluate_pan(
         display: &mut NoDisplay,
         controls: &mut NoControls,
     };
-    let summary = pipeline::run(&profile, &mut source, classifier, station, &opts)?;
+    pipeline::run(&profile, source, classifier, station, &opts)
+}
+
+/// Matches each counted cell to the slide cell nearest its place on the slide (its best frame's
+/// stage pose plus its place in that frame), within [`MATCH_UM`]; adds it to the result by its label
+/// and by the true class it matched, or as a false count. Returns every count of each slide cell.
+fn match_counts(
+    summary: &pipeline::RunSummary,
+    source: &VirtualSlideSource,
+    result: &mut PanResult,
+) -> Vec<Vec<Hit>> {
     let slide = source.slide();
     let radius = MATCH_UM / slide.um_per_px;
-    // Per slide cell: every count it got.
     let mut hits: Vec<Vec<Hit>> = vec![Vec::new(); slide.cells.len()];
-    let mut result = PanResult::unmatched(
-        seed,
-        summary.frames,
-        slide.truth_counts(),
-        summary.tally.total() as u32,
-    );
     let seen: BTreeMap<u64, (u64, (f32, f32))> = summary
         .counted_views
         .iter()
@@ -116,7 +140,6 @@ pub fn evaluate_pan(
         .collect();
     for r in summary.tally.records() {
         *result.counted_by_label.entry(r.class.clone()).or_default() += 1;
-        // Where the cell was on the slide: its best frame's stage pose plus its place in that frame.
         let Some(&(frame, (fx, fy))) = seen.get(&r.id) else {
             result.false_counts += 1;
             continue;
@@ -140,6 +163,18 @@ pub fn evaluate_pan(
             None => result.false_counts += 1,
         }
     }
+    hits
+}
+
+/// Each slide cell counted once, more than once, or missed, from its counts (`hits`, one list per
+/// cell); a cell not counted exactly once is logged (`RUST_LOG=debug`) with its counts.
+fn score_slide_cells(
+    seed: u64,
+    source: &VirtualSlideSource,
+    hits: Vec<Vec<Hit>>,
+    result: &mut PanResult,
+) {
+    let slide = source.slide();
     for (cell, counts) in slide.cells.iter().zip(hits) {
         let h = counts.len() as u32;
         if h != 1 {
@@ -161,6 +196,11 @@ pub fn evaluate_pan(
             }
         }
     }
+}
+
+/// The total's relative error, each class's share against its true share (percentage points), and
+/// the largest relative error of a class.
+fn score_classes(result: &mut PanResult) {
     result.total_error = relative_error(result.counted_total, result.truth_total);
     let counted_matched: u32 = result.counted_by_true_class.values().sum();
     for (class, &truth) in &result.truth {
@@ -176,7 +216,6 @@ pub fn evaluate_pan(
         result.worst_class_pp = result.worst_class_pp.max(pp);
     }
     result.worst_class_error = largest(&class_errors(&result.truth, &result.counted_by_true_class));
-    Ok(result)
 }
 
 /// Several pans taken together, as one long count: per true class, the cells on the slides and the
