@@ -1092,7 +1092,7 @@ fn count_eval_cmd(
     report: Option<PathBuf>,
     detector: Option<PathBuf>,
 ) -> Result<()> {
-    use marrowscope::counteval::{evaluate_pan, pool, PanResult};
+    use marrowscope::counteval::{pool, PanResult};
     let Some(last_seed) = first_seed.checked_add(seeds - 1) else {
         bail!(
             "--first-seed {first_seed} with --seeds {seeds} runs past the last seed, {}",
@@ -1104,23 +1104,17 @@ fn count_eval_cmd(
     let detector = load_detector(detector)?;
     let temp = std::env::temp_dir().join(format!("marrowscope-count-eval-{}", std::process::id()));
     let work = report.clone().unwrap_or_else(|| temp.clone());
-    let bar = indicatif::ProgressBar::new(seeds);
-    let mut pans: Vec<PanResult> = Vec::new();
-    for seed in first_seed..=last_seed {
-        bar.set_message(format!("pan {seed}"));
-        pans.push(evaluate_pan(
-            &profile,
-            &classifier,
-            detector.as_ref(),
-            seed,
-            &work,
-        )?);
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let pans = run_pans(
+        &profile,
+        &classifier,
+        detector.as_ref(),
+        first_seed..=last_seed,
+        &work,
+    );
     if report.is_none() {
         let _ = std::fs::remove_dir_all(&temp);
     }
+    let pans = pans?;
     let worst = |f: fn(&PanResult) -> f64| pans.iter().map(f).fold(0.0, f64::max);
     let summary = serde_json::json!({
         "pans": pans,
@@ -1137,8 +1131,35 @@ fn count_eval_cmd(
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
+    print_pans(&pans, &summary);
+    Ok(())
+}
+
+/// Pans over the virtual slide of each seed through the live loop, their reports under `work`,
+/// with a progress bar.
+fn run_pans(
+    profile: &BoardProfile,
+    classifier: &Classifier,
+    detector: Option<&std::sync::Arc<marrowscope::detect::WbcDetector>>,
+    seeds: std::ops::RangeInclusive<u64>,
+    work: &Path,
+) -> Result<Vec<marrowscope::counteval::PanResult>> {
+    let bar = indicatif::ProgressBar::new(seeds.end() - seeds.start() + 1);
+    let mut pans = Vec::new();
+    for seed in seeds {
+        bar.set_message(format!("pan {seed}"));
+        let pan = marrowscope::counteval::evaluate_pan(profile, classifier, detector, seed, work);
+        pans.push(pan?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(pans)
+}
+
+/// `count-eval`'s text: a line per pan, the worst pan, and all pans as one count.
+fn print_pans(pans: &[marrowscope::counteval::PanResult], summary: &serde_json::Value) {
     println!("seed  frames  truth  counted  once  double  missed  false  total err  worst class err (pp)");
-    for p in &pans {
+    for p in pans {
         println!(
             "{:>4}  {:>6}  {:>5}  {:>7}  {:>4}  {:>6}  {:>6}  {:>5}  {:>8.1}%  {:>8.1}% ({:.1})",
             p.seed,
@@ -1161,7 +1182,7 @@ fn count_eval_cmd(
         100.0 * summary["worst_class_error"].as_f64().unwrap_or(0.0),
         summary["worst_class_pp"].as_f64().unwrap_or(0.0)
     );
-    let pooled = pool(&pans);
+    let pooled = marrowscope::counteval::pool(pans);
     println!(
         "all {} pans as one count: total {:.2} %, worst class {:.1} % ({})",
         pans.len(),
@@ -1174,5 +1195,4 @@ fn count_eval_cmd(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
 }
