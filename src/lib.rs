@@ -1,7 +1,8 @@
 //! marrowscope: live bone-marrow differential counting at the microscope.
 //!
 //! The data path, one module per stage (hardware behind traits so every stage runs in tests):
-//! `source` (camera, replay, virtual slide; `reconnect` reopens a lost camera) → `localize` (white cells and their crops) →
+//! `source` (camera, replay, virtual slide; `reconnect` reopens a lost camera) → `localize` (white cells and their crops, on
+//! `stain`'s nuclear-stain channel measured against the frame's own lighting) →
 //! `classify` (quantized CNN in tract) → `track` (count each cell once while the stage moves) →
 //! `tally` (differential, journal) → `display` / `report`. `config` reads board profiles, `eval`
 //! measures against expert labels, `bench` times the stages, `pipeline` runs the live loop,
@@ -27,6 +28,7 @@ pub mod scale;
 pub mod slide;
 pub mod source;
 pub mod spi_panel;
+pub mod stain;
 pub mod tally;
 pub mod textfile;
 pub mod track;
