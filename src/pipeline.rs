@@ -252,7 +252,8 @@ enum Skip {
 /// What the stages made of one frame.
 struct Seen {
     loc: Localization,
-    /// Cells counted with this frame: tracks that ended, and cells seen whole for the last time.
+    /// The cells the tracker counted with this frame: tracks seen whole often enough, or lost, and
+    /// those closed by a jump to another field.
     counted: Vec<CountedCell>,
     skip: Skip,
 }
